@@ -1,0 +1,73 @@
+"""The doit actions: module-level functions of plain data, so that doit's `-n` workers can unpickle them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from phasedoit.errors import PhasedoitError
+from phasedoit.stack import StackSpec, Target
+
+# Outputs are kept in doit's state file; account ids (inside ARNs and queue URLs) must not be.
+ACCOUNT_ID = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
+
+
+def deploy_service(
+    service: str, stack: StackSpec, target: Target, state_dir: str
+) -> dict[str, Any] | TaskFailed:
+    """Deploy one service's stack; its outputs (account ids masked) become the task's values."""
+    from phasedoit import cloudformation  # boto3 loads in the workers, not when doit lists tasks
+
+    started = time.monotonic()
+    try:
+        cfn = cloudformation.client(resolve_target(target, state_dir))
+        result = cloudformation.deploy_stack(cfn, stack, _say(service))
+    except PhasedoitError as e:
+        return TaskFailed(f"{service}: {e}")
+    _say(service)(f"{result.action} {stack.name} in {time.monotonic() - started:.1f}s")
+    return {
+        "stack": stack.name,
+        "outputs": {key: ACCOUNT_ID.sub("<account>", value) for key, value in result.outputs.items()},
+        "exports_digest": digest(result.exports),
+    }
+
+
+def remove_service(service: str, stack_name: str, target: Target, state_dir: str) -> TaskFailed | None:
+    from phasedoit import cloudformation
+
+    try:
+        cfn = cloudformation.client(resolve_target(target, state_dir))
+        removed = cloudformation.remove_stack(cfn, stack_name, _say(service))
+    except PhasedoitError as e:
+        return TaskFailed(f"{service}: {e}")
+    _say(service)(f"removed {stack_name}" if removed else f"{stack_name} is already gone")
+    return None
+
+
+def resolve_target(target: Target, state_dir: str) -> Target:
+    """The embedded endpoint's address is known only once it runs: start it (or find it) here."""
+    if not target.local or target.endpoint:
+        return target
+    from phasedoit import local
+
+    return replace(target, endpoint=local.ensure_endpoint(Path(state_dir)))
+
+
+def digest(values: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+def _say(service: str) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        print(f"{service}: {message}", file=sys.stderr, flush=True)
+
+    return say

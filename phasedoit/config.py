@@ -1,0 +1,295 @@
+"""`phases.yml`: its pydantic schema, and the checks that need the app's folders."""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from phasedoit import yamlfile
+from phasedoit.errors import PhasedoitError
+from phasedoit.templates import TEMPLATE_NAMES
+
+CONFIG_NAME = "phases.yml"
+DEFAULT_STAGE = "dev"
+DEFAULT_STACK_NAME = "{service}-{stage}"
+NAME_RE = re.compile(r"[a-z][a-z0-9-]*")
+SERVICE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+STACK_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
+REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+ACCOUNT_RE = re.compile(r"\d{12}")
+Capability = Literal["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
+
+
+def _check_name(value: str, what: str, pattern: re.Pattern[str], rule: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid {what} name ({rule})")
+    return value
+
+
+def check_app_name(value: str) -> str:
+    return _check_name(value, "app", NAME_RE, "lowercase letters, digits and '-', starting with a letter")
+
+
+def check_stage_name(value: str) -> str:
+    return _check_name(value, "stage", NAME_RE, "lowercase letters, digits and '-', starting with a letter")
+
+
+def check_service_name(value: str) -> str:
+    return _check_name(value, "service", SERVICE_RE, "letters, digits and '-', starting with a letter")
+
+
+def _text(value: Any) -> str:
+    # YAML reads `512` and `true` as numbers and booleans; CloudFormation wants their text
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ValueError(f"expected a string, number or boolean, got {value!r}")
+
+
+def _parameter_value(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(_text(item) for item in value)  # a CommaDelimitedList
+    return _text(value)
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+ParameterValue = Annotated[str, BeforeValidator(_parameter_value)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ServiceSettings(_Model):
+    path: str | None = None
+    template: str | None = None
+    stack_name: str | None = None
+    parameters: dict[str, ParameterValue] = {}
+    tags: dict[str, Text] = {}
+    capabilities: list[Capability] = []
+
+    @field_validator("stack_name")
+    @classmethod
+    def _placeholders(cls, value: str | None) -> str | None:
+        if value is not None:
+            for _, name, _, _ in string.Formatter().parse(value):
+                if name is not None and name not in ("app", "service", "stage"):
+                    raise ValueError(f"unknown placeholder {{{name}}} (use {{app}}, {{service}}, {{stage}})")
+        return value
+
+
+class StageSettings(_Model):
+    region: str | None = None
+    account: str | None = None
+    endpoint: str | None = None
+    parameters: dict[str, ParameterValue] = {}
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not REGION_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not an AWS region name (like eu-west-1)")
+        return value
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, value: str | None) -> str | None:
+        if value is not None and not ACCOUNT_RE.fullmatch(value):
+            raise ValueError("an AWS account id is 12 digits")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and value != "local" and not re.fullmatch(r"https?://\S+", value):
+            raise ValueError(f"{value!r} is neither 'local' nor an http(s) URL")
+        return value
+
+
+ServiceName = Annotated[str, AfterValidator(check_service_name)]
+StageName = Annotated[str, AfterValidator(check_stage_name)]
+
+
+class PhaseSettings(_Model):
+    name: str | None = None
+    services: list[ServiceName] = Field(min_length=1)
+
+
+class ConfigFile(_Model):
+    app: str
+    phases: list[PhaseSettings] = Field(min_length=1)
+    services: dict[str, ServiceSettings] = {}
+    stages: dict[StageName, StageSettings] = {}
+
+    @field_validator("app")
+    @classmethod
+    def _app(cls, value: str) -> str:
+        return check_app_name(value)
+
+    @field_validator("phases", mode="before")
+    @classmethod
+    def _plain_lists(cls, value: Any) -> Any:
+        # `- [a, b]` is shorthand for `- services: [a, b]`
+        if isinstance(value, list):
+            return [{"services": phase} if isinstance(phase, list) else phase for phase in value]
+        return value
+
+
+@dataclass(frozen=True)
+class Phase:
+    number: int  # from 1, as users count
+    name: str | None
+    services: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"phase {self.number} {self.name!r}" if self.name else f"phase {self.number}"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    folder: Path
+    template: Path
+    settings: ServiceSettings
+
+    def stack_name(self, app: str, stage: str) -> str:
+        pattern = self.settings.stack_name or DEFAULT_STACK_NAME
+        return pattern.format(app=app, service=self.name, stage=stage)
+
+
+@dataclass(frozen=True)
+class App:
+    root: Path
+    name: str
+    phases: tuple[Phase, ...]
+    services: dict[str, Service]
+    stages: dict[str, StageSettings] = field(default_factory=dict)
+
+    def shown(self, path: Path) -> str:
+        """A path as the user knows it: relative to the app folder."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+
+def load_config(path: Path) -> App:
+    """Read and check `path`; every problem found is one line of the PhasedoitError raised."""
+    raw = yamlfile.load(path, path.name)
+    if not isinstance(raw, dict):
+        raise PhasedoitError(f"{path.name}: expected a mapping with 'app' and 'phases'")
+    try:
+        parsed = ConfigFile.model_validate(raw)
+    except ValidationError as e:
+        raise PhasedoitError("\n".join(_render(path.name, raw, err) for err in e.errors())) from None
+    app, problems = _resolve(path.parent, parsed, raw)
+    if problems:
+        raise PhasedoitError("\n".join(f"{path.name}: {problem}" for problem in problems))
+    return app
+
+
+def _render(shown: str, raw: Any, error: Any) -> str:
+    return f"{shown}: {_where(raw, error['loc'])}: {_message(error)}"
+
+
+def _where(raw: Any, loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    node = raw
+    for key in loc:
+        if key == "[key]" or (key == "services" and isinstance(node, list)):
+            continue  # a phase written as a plain list has no `services` key
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}" if parts else key)
+        node = _child(node, key)
+    return "".join(parts) or "(top level)"
+
+
+def _child(node: Any, key: int | str) -> Any:
+    if isinstance(node, dict):
+        return node.get(key)
+    if isinstance(node, list) and isinstance(key, int) and key < len(node):
+        return node[key]
+    return None
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind == "literal_error":
+        return f"expected {error['ctx']['expected']}, got {error['input']!r}"
+    return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
+
+
+def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, list[str]]:
+    problems: list[str] = []
+    services: dict[str, Service] = {}
+    seen: dict[str, str] = {}
+    phases = []
+    for p, (phase, raw_phase) in enumerate(zip(parsed.phases, raw["phases"], strict=True)):
+        for s, name in enumerate(phase.services):
+            where = f"phases[{p}][{s}]" if isinstance(raw_phase, list) else f"phases[{p}].services[{s}]"
+            if name in seen:
+                problems.append(f"{where}: service {name!r} is already in {seen[name]}")
+                continue
+            seen[name] = where
+            found = _find_service(root, name, parsed.services.get(name, ServiceSettings()), where)
+            if isinstance(found, str):
+                problems.append(found)
+            else:
+                services[name] = found
+        phases.append(Phase(p + 1, phase.name, tuple(phase.services)))
+    problems += [f"services.{name}: not in any phase" for name in parsed.services if name not in seen]
+    problems += _duplicate_phase_names(parsed.phases)
+    return App(root, parsed.app, tuple(phases), services, dict(parsed.stages)), problems
+
+
+def _find_service(root: Path, name: str, settings: ServiceSettings, where: str) -> Service | str:
+    """The service, or the problem with it (located at `where` in phases, or in its settings)."""
+    folder = root / (settings.path or f"services/{name}")
+    shown = (Path(settings.path) if settings.path else Path("services", name)).as_posix()
+    if not folder.is_dir():
+        if settings.path:
+            return f"services.{name}.path: no folder {shown}"
+        return f"{where}: unknown service {name!r} (no folder {shown})"
+    if settings.template:
+        if not (folder / settings.template).is_file():
+            return f"services.{name}.template: no file {shown}/{settings.template}"
+        return Service(name, folder, folder / settings.template, settings)
+    for candidate in TEMPLATE_NAMES:
+        if (folder / candidate).is_file():
+            return Service(name, folder, folder / candidate, settings)
+    return (
+        f"{where}: service {name!r} has no template in {shown} (template.yml, template.yaml or template.json)"
+    )
+
+
+def _duplicate_phase_names(phases: list[PhaseSettings]) -> list[str]:
+    problems = []
+    first: dict[str, int] = {}
+    for p, phase in enumerate(phases):
+        if phase.name is not None and first.setdefault(phase.name, p) != p:
+            problems.append(
+                f"phases[{p}].name: phase name {phase.name!r} is already used by phases[{first[phase.name]}]"
+            )
+    return problems

@@ -1,0 +1,102 @@
+"""What `dodo.py` runs: pick the stage, read phases.yml and the templates, and hand doit the tasks."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from phasedoit import templates
+from phasedoit.config import (
+    CONFIG_NAME,
+    DEFAULT_STAGE,
+    App,
+    Service,
+    StageSettings,
+    check_stage_name,
+    load_config,
+)
+from phasedoit.errors import PhasedoitError
+from phasedoit.stack import StackSpec, Target
+from phasedoit.tasks import Plan, Task, deploy_tasks, remove_tasks
+
+STATE_DIR = ".phasedoit"
+
+
+def doit_namespace(dodo_file: str, stage: str | None = None) -> dict[str, Any]:
+    """`DOIT_CONFIG` and the task creators for the app beside `dodo_file`; a user error exits 1, untraced."""
+    from doit import get_var
+
+    root = Path(dodo_file).resolve().parent
+    try:
+        plan = plan_stage(load_config(root / CONFIG_NAME), stage or get_var("stage"), os.environ)
+    except PhasedoitError as e:
+        sys.exit(str(e))
+    (root / STATE_DIR).mkdir(exist_ok=True)
+    return {
+        "DOIT_CONFIG": {
+            "default_tasks": ["deploy"],
+            # one state file per stage: deploying prod must not make dev look stale
+            "dep_file": str(root / STATE_DIR / f"doit-{plan.stage}.db"),
+            "backend": "sqlite3",
+        },
+        "task_deploy": _creator(deploy_tasks, plan),
+        "task_remove": _creator(remove_tasks, plan),
+    }
+
+
+def plan_stage(app: App, stage: str | None, environ: Mapping[str, str]) -> Plan:
+    stage = select_stage(app, stage or environ.get("PHASEDOIT_STAGE") or DEFAULT_STAGE)
+    settings = app.stages.get(stage, StageSettings())
+    stacks = {name: stack_spec(app, service, stage, settings) for name, service in app.services.items()}
+    return Plan(app.name, stage, app.phases, stacks, target(settings, environ), str(app.root / STATE_DIR))
+
+
+def select_stage(app: App, stage: str) -> str:
+    try:
+        check_stage_name(stage)
+    except ValueError as e:
+        raise PhasedoitError(f"stage: {e}") from None
+    if app.stages and stage not in app.stages:
+        known = ", ".join(app.stages)
+        raise PhasedoitError(f"{CONFIG_NAME}: stages: no stage {stage!r} (known: {known})")
+    return stage
+
+
+def stack_spec(app: App, service: Service, stage: str, settings: StageSettings) -> StackSpec:
+    shown = app.shown(service.template)
+    template = templates.load_template(service.template, shown)
+    declared = templates.parameter_names(template)
+    for name in service.settings.parameters:
+        if name not in declared:
+            raise PhasedoitError(
+                f"{CONFIG_NAME}: services.{service.name}.parameters.{name}: not a parameter of {shown}"
+            )
+    parameters = {"Stage": stage} if "Stage" in declared else {}
+    parameters |= {k: v for k, v in settings.parameters.items() if k in declared}
+    parameters |= service.settings.parameters
+    name = service.stack_name(app.name, stage)
+    tags = {**service.settings.tags, "phasedoit:app": app.name, "phasedoit:stage": stage}
+    return StackSpec(
+        name, templates.template_body(template, shown), parameters, tags, tuple(service.settings.capabilities)
+    )
+
+
+def target(settings: StageSettings, environ: Mapping[str, str]) -> Target:
+    """Where CloudFormation is for a stage: as for the AWS CLI, an environment variable beats phases.yml."""
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or settings.region
+    if environ.get("AWS_ENDPOINT_URL") or environ.get("AWS_ENDPOINT_URL_CLOUDFORMATION"):
+        return Target(region)  # boto3 reads the endpoint variables itself
+    if settings.endpoint == "local":
+        return Target(region or "us-east-1", local=True)
+    return Target(region, settings.endpoint)
+
+
+def _creator(make: Callable[[Plan], Iterator[Task]], plan: Plan) -> Callable[[], Iterator[Task]]:
+    def create() -> Iterator[Task]:
+        return make(plan)
+
+    create.__doc__ = make.__doc__
+    return create

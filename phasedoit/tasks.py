@@ -1,0 +1,84 @@
+"""Pure: a planned app → doit tasks: groups `deploy` and `remove`, a group per phase, a task per service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from phasedoit import actions
+from phasedoit.config import Phase
+from phasedoit.stack import StackSpec, Target
+
+Task = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run deploys: the app for one stage, each service's stack already resolved."""
+
+    app: str
+    stage: str
+    phases: Sequence[Phase]
+    stacks: dict[str, StackSpec]
+    target: Target
+    state_dir: str
+
+
+def deploy_tasks(plan: Plan) -> Iterator[Task]:
+    yield {
+        "basename": "deploy",
+        "name": None,
+        "doc": f"deploy {plan.app} to stage {plan.stage}: {_count(plan)}, phase by phase",
+    }
+    for phase in plan.phases:
+        before = [f"deploy-{phase.number - 1}"] if phase.number > 1 else []
+        for service in phase.services:
+            yield {
+                "basename": "deploy",
+                "name": service,
+                "doc": f"deploy {plan.stacks[service].name} ({phase.label})",
+                "actions": [
+                    (actions.deploy_service, [service, plan.stacks[service], plan.target, plan.state_dir])
+                ],
+                "task_dep": before,
+                "meta": {"phasedoit": {"service": service, "phase": phase.number}},
+            }
+        yield _phase_group("deploy", phase, [f"deploy:{s}" for s in phase.services])
+
+
+def remove_tasks(plan: Plan) -> Iterator[Task]:
+    yield {
+        "basename": "remove",
+        "name": None,
+        "doc": f"remove {plan.app}'s stacks of stage {plan.stage}: {_count(plan)}, last phase first",
+    }
+    last = len(plan.phases)
+    for phase in reversed(plan.phases):
+        after = [f"remove-{phase.number + 1}"] if phase.number < last else []
+        for service in phase.services:
+            stack = plan.stacks[service].name
+            yield {
+                "basename": "remove",
+                "name": service,
+                "doc": f"remove {stack} ({phase.label})",
+                "actions": [(actions.remove_service, [service, stack, plan.target, plan.state_dir])],
+                "task_dep": after,
+                "uptodate": [False],
+                "meta": {"phasedoit": {"service": service, "phase": phase.number}},
+            }
+        yield _phase_group("remove", phase, [f"remove:{s}" for s in phase.services])
+
+
+def _phase_group(verb: str, phase: Phase, members: list[str]) -> Task:
+    return {
+        "basename": f"{verb}-{phase.number}",
+        "doc": f"{verb} {phase.label}: {', '.join(phase.services)}",
+        "actions": None,
+        "task_dep": members,
+    }
+
+
+def _count(plan: Plan) -> str:
+    phases, services = len(plan.phases), len(plan.stacks)
+    return f"{phases} phase{'s' * (phases != 1)}, {services} service{'s' * (services != 1)}"
