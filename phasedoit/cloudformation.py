@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.parsers
 
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import StackSpec, Target
@@ -51,10 +52,10 @@ class Waiting:
             delay = min(delay * 1.5, self.most)
 
 
-def client(target: Target) -> CloudFormationClient:
-    config = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": 10}, user_agent_extra="phasedoit"
-    )
+def client(target: Target, attempts: int = 10) -> CloudFormationClient:
+    # standard mode retries throttling and transient errors with jittered backoff
+    retries: Any = {"mode": "standard", "max_attempts": attempts}
+    config = botocore.config.Config(retries=retries, user_agent_extra="phasedoit")
     # the embedded endpoint takes any credentials, and its user may have none
     key = "local" if target.local else None
     try:
@@ -213,6 +214,10 @@ def _translated() -> Iterator[None]:
         raise PhasedoitError(_message(e)) from None
     except botocore.exceptions.EndpointConnectionError as e:
         raise PhasedoitError(f"cannot reach CloudFormation at {e.kwargs.get('endpoint_url')}") from None
+    except botocore.parsers.ResponseParserError:
+        raise PhasedoitError(
+            "CloudFormation answered with an error page, not an API response (HTTP 500)"
+        ) from None
     except botocore.exceptions.NoCredentialsError:
         raise PhasedoitError("no AWS credentials: set AWS_PROFILE, or run `aws configure`") from None
     except botocore.exceptions.NoRegionError:

@@ -226,16 +226,23 @@ def _child(node: Any, key: int | str) -> Any:
     return None
 
 
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+    "too_short": "must not be empty",
+}
+
+
 def _message(error: Any) -> str:
     kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "too_short":
-        return "must not be empty"
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
     if kind == "value_error":
         return str(error["ctx"]["error"])
+    if kind in ("model_type", "dict_type"):
+        if len(error["loc"]) == 2 and error["loc"][0] == "phases":
+            return f"expected a list of services or a mapping with 'services', got {error['input']!r}"
+        return f"expected a mapping, got {error['input']!r}"
     if kind == "literal_error":
         return f"expected {error['ctx']['expected']}, got {error['input']!r}"
     return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"

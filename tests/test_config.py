@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from phasedoit.config import App, load_config
+from phasedoit.errors import PhasedoitError
+
+TEMPLATE = "Resources:\n  Topic: {Type: AWS::SNS::Topic}\n"
+
+
+def make_app(
+    root: Path, config: str | bytes, services: tuple[str, ...] = ("users-api", "orders-api")
+) -> Path:
+    for name in services:
+        (root / "services" / name).mkdir(parents=True)
+        (root / "services" / name / "template.yml").write_text(TEMPLATE)
+    path = root / "phases.yml"
+    path.write_bytes(config if isinstance(config, bytes) else config.encode())
+    return path
+
+
+def load(root: Path, config: str | bytes) -> App:
+    return load_config(make_app(root, config))
+
+
+def error_of(root: Path, config: str | bytes) -> str:
+    with pytest.raises(PhasedoitError) as e:
+        load(root, config)
+    return str(e.value)
+
+
+def test_minimal_config(tmp_path: Path) -> None:
+    app = load(
+        tmp_path, "app: shop\nphases:\n  - [users-api]\n  - name: orders\n    services: [orders-api]\n"
+    )
+    assert app.name == "shop"
+    assert [(p.number, p.name, p.services) for p in app.phases] == [
+        (1, None, ("users-api",)),
+        (2, "orders", ("orders-api",)),
+    ]
+    assert [p.label for p in app.phases] == ["phase 1", "phase 2 'orders'"]
+    assert app.services["users-api"].template == tmp_path / "services/users-api/template.yml"
+    assert app.services["users-api"].stack_name("shop", "dev") == "users-api-dev"
+
+
+def test_full_config(tmp_path: Path) -> None:
+    (tmp_path / "stacks" / "orders").mkdir(parents=True)
+    (tmp_path / "stacks" / "orders" / "cfn.json").write_text('{"Resources": {}}')
+    app = load(
+        tmp_path,
+        """
+app: shop
+phases: [[users-api, orders-api]]
+services:
+  users-api:
+    stack_name: "{app}-{service}-{stage}"
+    parameters: {Memory: 512, Debug: true, Zones: [a, b], Name: x}
+    tags: {team: core, cost: 12}
+    capabilities: [CAPABILITY_IAM]
+  orders-api: {path: stacks/orders, template: cfn.json}
+stages:
+  dev: {endpoint: local}
+  prod: {region: eu-west-1, endpoint: "https://cloudformation.eu-west-1.amazonaws.com", parameters: {Memory: 1024}}
+""",
+    )
+    users = app.services["users-api"].settings
+    assert app.services["users-api"].stack_name("shop", "prod") == "shop-users-api-prod"
+    assert users.parameters == {"Memory": "512", "Debug": "true", "Zones": "a,b", "Name": "x"}
+    assert users.tags == {"team": "core", "cost": "12"}
+    assert users.capabilities == ["CAPABILITY_IAM"]
+    assert app.services["orders-api"].template == tmp_path / "stacks/orders/cfn.json"
+    assert app.stages["prod"].region == "eu-west-1"
+    assert app.stages["dev"].endpoint == "local"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            "app: shop\nphases:\n  - [users-api, nope-api]\n",
+            "phases.yml: phases[0][1]: unknown service 'nope-api' (no folder services/nope-api)",
+        ),
+        (
+            "app: shop\nphases:\n  - name: a\n    services: [users-api, nope-api]\n",
+            "phases.yml: phases[0].services[1]: unknown service 'nope-api' (no folder services/nope-api)",
+        ),
+        ("phases: [[users-api]]\n", "phases.yml: app: required key is missing"),
+        ("app: shop\n", "phases.yml: phases: required key is missing"),
+        (
+            "app: Shop\nphases: [[users-api]]\n",
+            "phases.yml: app: 'Shop' is not a valid app name (lowercase letters, digits and '-', starting with a letter)",
+        ),
+        ("app: 12\nphases: [[users-api]]\n", "phases.yml: app: input should be a valid string, got 12"),
+        ("app: shop\nphases: []\n", "phases.yml: phases: must not be empty"),
+        ("app: shop\nphases: [[users-api], []]\n", "phases.yml: phases[1]: must not be empty"),
+        (
+            "app: shop\nphases: [[users-api], {name: x, services: []}]\n",
+            "phases.yml: phases[1].services: must not be empty",
+        ),
+        (
+            "app: shop\nphases: [[users-api, users-api]]\n",
+            "phases.yml: phases[0][1]: service 'users-api' is already in phases[0][0]",
+        ),
+        (
+            "app: shop\nphases: [[users-api], [orders-api, users-api]]\n",
+            "phases.yml: phases[1][1]: service 'users-api' is already in phases[0][0]",
+        ),
+        (
+            "app: shop\nphases: [[users_api]]\n",
+            "phases.yml: phases[0][0]: 'users_api' is not a valid service name (letters, digits and '-', starting with a letter)",
+        ),
+        ("app: shop\nphases: [[users-api]]\nregion: x\n", "phases.yml: region: unknown key"),
+        (
+            "app: shop\nphases: [{name: a, services: [users-api], after: b}]\n",
+            "phases.yml: phases[0].after: unknown key",
+        ),
+        (
+            "app: shop\nphases: [users-api]\n",
+            "phases.yml: phases[0]: expected a list of services or a mapping with 'services', got 'users-api'",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nservices: {users-api: x}\n",
+            "phases.yml: services.users-api: expected a mapping, got 'x'",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nservices: {orders-api: {}}\n",
+            "phases.yml: services.orders-api: not in any phase",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nservices: {users-api: {template: nope.yml}}\n",
+            "phases.yml: services.users-api.template: no file services/users-api/nope.yml",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nservices: {users-api: {path: elsewhere}}\n",
+            "phases.yml: services.users-api.path: no folder elsewhere",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nservices: {users-api: {stack_name: '{svc}-x'}}\n",
+            "phases.yml: services.users-api.stack_name: unknown placeholder {svc} (use {app}, {service}, {stage})",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nservices: {users-api: {parameters: {A: {b: 1}}}}\n",
+            "phases.yml: services.users-api.parameters.A: expected a string, number or boolean, got {'b': 1}",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nservices: {users-api: {capabilities: [IAM]}}\n",
+            "phases.yml: services.users-api.capabilities[0]: expected 'CAPABILITY_IAM', 'CAPABILITY_NAMED_IAM' or 'CAPABILITY_AUTO_EXPAND', got 'IAM'",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nservices: {users-api: {tag: {a: b}}}\n",
+            "phases.yml: services.users-api.tag: unknown key",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nstages: {Prod: {}}\n",
+            "phases.yml: stages.Prod: 'Prod' is not a valid stage name (lowercase letters, digits and '-', starting with a letter)",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nstages: {prod: {region: moon}}\n",
+            "phases.yml: stages.prod.region: 'moon' is not an AWS region name (like eu-west-1)",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nstages: {prod: {account: '1234'}}\n",
+            "phases.yml: stages.prod.account: an AWS account id is 12 digits",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nstages: {prod: {endpoint: ftp://x}}\n",
+            "phases.yml: stages.prod.endpoint: 'ftp://x' is neither 'local' nor an http(s) URL",
+        ),
+        (
+            "app: shop\nphases: [{name: a, services: [users-api]}, {name: a, services: [orders-api]}]\n",
+            "phases.yml: phases[1].name: phase name 'a' is already used by phases[0]",
+        ),
+        (
+            "app: shop\nphases:\n  - [users-api\n",
+            "phases.yml: line 4, column 1: expected ',' or ']', but got '<stream end>'",
+        ),
+        ("app: shop\n  phases: x\n", "phases.yml: line 2, column 9: mapping values are not allowed here"),
+        ("- app\n", "phases.yml: expected a mapping with 'app' and 'phases'"),
+        ("", "phases.yml: expected a mapping with 'app' and 'phases'"),
+        (b"app: shop\x00\x01\x02", "phases.yml: is a binary file, not YAML or JSON text"),
+        (b"app: sh\xe9p\n", "phases.yml: is not UTF-8 text (bad byte at offset 7)"),
+    ],
+)
+def test_bad_config(tmp_path: Path, config: str | bytes, message: str) -> None:
+    assert error_of(tmp_path, config) == message
+
+
+def test_every_error_at_once(tmp_path: Path) -> None:
+    config = "app: shop\nphases: [[users-api, nope], [users-api]]\nservices: {other: {}}\n"
+    assert error_of(tmp_path, config).splitlines() == [
+        "phases.yml: phases[0][1]: unknown service 'nope' (no folder services/nope)",
+        "phases.yml: phases[1][0]: service 'users-api' is already in phases[0][0]",
+        "phases.yml: services.other: not in any phase",
+    ]
+
+
+def test_service_without_template(tmp_path: Path) -> None:
+    (tmp_path / "services" / "empty").mkdir(parents=True)
+    assert error_of(tmp_path, "app: shop\nphases: [[empty]]\n") == (
+        "phases.yml: phases[0][0]: service 'empty' has no template in services/empty"
+        " (template.yml, template.yaml or template.json)"
+    )
+
+
+@pytest.mark.parametrize("name", ["template.yaml", "template.json"])
+def test_template_names(tmp_path: Path, name: str) -> None:
+    (tmp_path / "services" / "jobs").mkdir(parents=True)
+    (tmp_path / "services" / "jobs" / name).write_text('{"Resources": {}}')
+    app = load(tmp_path, "app: shop\nphases: [[jobs]]\n")
+    assert app.services["jobs"].template.name == name

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from typing import Any
+
+from phasedoit import actions
+from phasedoit.config import Phase
+from phasedoit.stack import StackSpec, Target
+from phasedoit.tasks import Plan, deploy_tasks, remove_tasks
+
+TARGET = Target("eu-west-1")
+PLAN = Plan(
+    app="shop",
+    stage="prod",
+    phases=(
+        Phase(1, "api", ("users-api", "orders-api")),
+        Phase(2, None, ("billing-job",)),
+        Phase(3, "last", ("audit-job",)),
+    ),
+    stacks={
+        name: StackSpec(f"{name}-prod", "{}")
+        for name in ("users-api", "orders-api", "billing-job", "audit-job")
+    },
+    target=TARGET,
+    state_dir="/app/.phasedoit",
+)
+
+
+def by_name(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {t["basename"] + (f":{t['name']}" if t.get("name") else ""): t for t in tasks}
+
+
+def test_deploy_graph() -> None:
+    tasks = by_name(list(deploy_tasks(PLAN)))
+    assert list(tasks) == [
+        "deploy", "deploy:users-api", "deploy:orders-api", "deploy-1", "deploy:billing-job", "deploy-2",
+        "deploy:audit-job", "deploy-3",
+    ]  # fmt: skip
+    assert {name: t.get("task_dep") for name, t in tasks.items()} == {
+        "deploy": None,  # doit makes a group depend on its subtasks
+        "deploy:users-api": [],
+        "deploy:orders-api": [],
+        "deploy-1": ["deploy:users-api", "deploy:orders-api"],
+        "deploy:billing-job": ["deploy-1"],
+        "deploy-2": ["deploy:billing-job"],
+        "deploy:audit-job": ["deploy-2"],
+        "deploy-3": ["deploy:audit-job"],
+    }
+
+
+def test_deploy_docs_name_the_phases() -> None:
+    tasks = by_name(list(deploy_tasks(PLAN)))
+    assert tasks["deploy"]["doc"] == "deploy shop to stage prod: 3 phases, 4 services, phase by phase"
+    assert tasks["deploy-1"]["doc"] == "deploy phase 1 'api': users-api, orders-api"
+    assert tasks["deploy-2"]["doc"] == "deploy phase 2: billing-job"
+    assert tasks["deploy:billing-job"]["doc"] == "deploy billing-job-prod (phase 2)"
+
+
+def test_deploy_action_is_plain_data() -> None:
+    task = by_name(list(deploy_tasks(PLAN)))["deploy:orders-api"]
+    assert task["actions"] == [
+        (
+            actions.deploy_service,
+            ["orders-api", StackSpec("orders-api-prod", "{}"), TARGET, "/app/.phasedoit"],
+        )
+    ]
+
+
+def test_remove_graph_is_reversed() -> None:
+    tasks = by_name(list(remove_tasks(PLAN)))
+    assert {name: t.get("task_dep") for name, t in tasks.items()} == {
+        "remove": None,
+        "remove:audit-job": [],
+        "remove-3": ["remove:audit-job"],
+        "remove:billing-job": ["remove-3"],
+        "remove-2": ["remove:billing-job"],
+        "remove:users-api": ["remove-2"],
+        "remove:orders-api": ["remove-2"],
+        "remove-1": ["remove:users-api", "remove:orders-api"],
+    }
+    assert (
+        tasks["remove"]["doc"] == "remove shop's stacks of stage prod: 3 phases, 4 services, last phase first"
+    )
+    assert tasks["remove:users-api"]["actions"] == [
+        (actions.remove_service, ["users-api", "users-api-prod", TARGET, "/app/.phasedoit"])
+    ]
+
+
+def test_one_phase_one_service() -> None:
+    plan = Plan("a", "dev", (Phase(1, None, ("only",)),), {"only": StackSpec("only-dev", "{}")}, TARGET, "/s")
+    assert next(deploy_tasks(plan))["doc"] == "deploy a to stage dev: 1 phase, 1 service, phase by phase"
