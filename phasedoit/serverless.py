@@ -197,10 +197,15 @@ class _Resolver:
         """The value of `parts`: a lone variable keeps its type (a mapping, a list), else a string."""
         if len(parts) == 1 and isinstance(parts[0], _Variable):
             return self.variable(parts[0])
-        values = [part if isinstance(part, str) else self.variable(part) for part in parts]
-        if any(isinstance(value, (dict, list)) or value is None for value in values):
-            raise _Missing("a mapping or list cannot be part of a string")
-        return "".join(map(str, values))
+        return "".join(part if isinstance(part, str) else self.text_variable(part) for part in parts)
+
+    def text_variable(self, variable: _Variable) -> str:
+        value = self.variable(variable)
+        if isinstance(value, (dict, list)):
+            missing = _Missing("a mapping or list cannot be part of a string")
+            missing.variable = variable.text
+            raise missing
+        return str(value)
 
     def variable(self, variable: _Variable) -> Any:
         pieces = _split_fallbacks(variable.parts)

@@ -148,7 +148,7 @@ def _lookup(name: str, known: Mapping[str, str], local: Mapping[str, Any]) -> st
         return resolve(local[name], known)
     if name in known:
         return known[name]
-    if "." in name:
+    if re.fullmatch(r"\w+\.[\w.]+", name):  # `${Resource.Attribute}`
         raise UnresolvedError(f"${{{name}}} is an attribute, known only after deploy")
     raise UnresolvedError(f"no known value for {name}")
 
