@@ -1,0 +1,247 @@
+"""Pure dependency graph: importer -> exporter edges, phase checks, cycles, computed phases, drawings."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from phasedoit.errors import PhasedoitError
+from phasedoit.templates import Dependencies
+
+
+@dataclass(frozen=True)
+class Phase:
+    services: tuple[str, ...]
+    name: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class Edge:
+    """`importer` imports `export`, which `exporter` exports: `importer` deploys after `exporter`."""
+
+    importer: str
+    exporter: str
+    export: str
+
+
+@dataclass(frozen=True)
+class Graph:
+    services: tuple[str, ...]  # in the user's order
+    edges: tuple[Edge, ...]  # in the user's order of importers, then exporters, then export names
+    external: tuple[tuple[str, str], ...]  # (importer, export) that no service of the app exports
+
+
+def build_graph(dependencies: Mapping[str, Dependencies]) -> Graph:
+    """`dependencies` in the user's order; an export defined by two services is an error."""
+    exporters = _exporters(dependencies)
+    order = {service: i for i, service in enumerate(dependencies)}
+    edges: list[Edge] = []
+    external: list[tuple[str, str]] = []
+    for importer, deps in dependencies.items():
+        for export in sorted(deps.imports):
+            if export in exporters:
+                edges.append(Edge(importer, exporters[export], export))
+            else:
+                external.append((importer, export))
+    edges.sort(key=lambda e: (order[e.importer], order[e.exporter], e.export))
+    return Graph(tuple(dependencies), tuple(edges), tuple(external))
+
+
+def _exporters(dependencies: Mapping[str, Dependencies]) -> dict[str, str]:
+    exporters: dict[str, str] = {}
+    problems = []
+    for service, deps in dependencies.items():
+        for export in sorted(deps.exports):
+            if export in exporters:
+                problems.append(f"export {export} is defined by both {exporters[export]} and {service}")
+            else:
+                exporters[export] = service
+    if problems:
+        raise PhasedoitError("\n".join(problems))
+    return exporters
+
+
+def phase_label(index: int, name: str | None) -> str:
+    """`index` counts from 0; users count phases from 1."""
+    return f"phase {index + 1}" if name is None else f"phase {index + 1} {name!r}"
+
+
+def check_phases(graph: Graph, phases: Sequence[Phase]) -> list[str]:
+    """One line per import whose exporter does not deploy in an earlier phase than its importer."""
+    where = {service: i for i, phase in enumerate(phases) for service in phase.services}
+    problems = []
+    for edge in graph.edges:
+        importer_phase, exporter_phase = where[edge.importer], where[edge.exporter]
+        if edge.importer != edge.exporter and importer_phase <= exporter_phase:
+            problems.append(
+                f"{edge.importer} ({_label(phases, importer_phase)}) imports {edge.export}"
+                f" from {edge.exporter} ({_label(phases, exporter_phase)}):"
+                f" move {edge.importer} to a phase after {exporter_phase + 1}"
+            )
+    return problems
+
+
+def _label(phases: Sequence[Phase], index: int) -> str:
+    return phase_label(index, phases[index].name)
+
+
+def validate(graph: Graph, phases: Sequence[Phase]) -> list[str]:
+    """The cycles if any (no phase order can satisfy them), else the phase violations."""
+    return find_cycles(graph) or check_phases(graph, phases)
+
+
+def _successors(graph: Graph) -> dict[str, list[str]]:
+    successors: dict[str, list[str]] = {service: [] for service in graph.services}
+    for edge in graph.edges:
+        if edge.exporter not in successors[edge.importer]:
+            successors[edge.importer].append(edge.exporter)
+    return successors
+
+
+def find_cycles(graph: Graph) -> list[str]:
+    """One message per strongly connected component that is a cycle, each shown as one cycle in it."""
+    successors = _successors(graph)
+    return [_cycle_message(graph, _cycle_in(component, successors)) for component in _cycles(successors)]
+
+
+def _cycles(successors: Mapping[str, list[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components that contain a cycle, each in the user's order."""
+    order = {service: i for i, service in enumerate(successors)}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(service: str) -> None:
+        index[service] = low[service] = len(index)
+        stack.append(service)
+        for successor in successors[service]:
+            if successor not in index:
+                visit(successor)
+                low[service] = min(low[service], low[successor])
+            elif successor in stack:
+                low[service] = min(low[service], index[successor])
+        if low[service] == index[service]:
+            component: list[str] = []
+            while not component or component[-1] != service:
+                component.append(stack.pop())
+            if len(component) > 1 or service in successors[service]:
+                found.append(sorted(component, key=order.__getitem__))
+
+    for service in successors:
+        if service not in index:
+            visit(service)
+    return sorted(found, key=lambda component: order[component[0]])
+
+
+def _cycle_in(component: list[str], successors: Mapping[str, list[str]]) -> list[str]:
+    """A cycle through the component's first service: a breadth-first shortest path back to it."""
+    start, members = component[0], set(component)
+    came_from: dict[str, str] = {}
+    queue = [start]
+    while queue:
+        service = queue.pop(0)
+        for successor in successors[service]:
+            if successor == start:
+                path = [service]
+                while path[-1] != start:
+                    path.append(came_from[path[-1]])
+                return [start, *reversed(path[:-1]), start] if service != start else [start, start]
+            if successor in members and successor not in came_from:
+                came_from[successor] = service
+                queue.append(successor)
+    raise AssertionError(f"no cycle through {start}")  # a cycle component always has one
+
+
+def _cycle_message(graph: Graph, cycle: list[str]) -> str:
+    reasons = []
+    for importer, exporter in itertools.pairwise(cycle):
+        exports = [e.export for e in graph.edges if (e.importer, e.exporter) == (importer, exporter)]
+        reasons.append(f"{importer} imports {' and '.join(exports)} from {exporter}")
+    return f"dependency cycle: {' -> '.join(cycle)} ({', '.join(reasons)})"
+
+
+def computed_phases(graph: Graph) -> list[list[str]]:
+    """The fewest phases the imports allow: each service right after the last phase it imports from.
+
+    Services keep the user's order within a phase.
+    """
+    cycles = find_cycles(graph)
+    if cycles:
+        raise PhasedoitError("\n".join(cycles))
+    successors = _successors(graph)
+    layer: dict[str, int] = {}
+
+    def layer_of(service: str) -> int:
+        if service not in layer:
+            layer[service] = 1 + max((layer_of(s) for s in successors[service]), default=-1)
+        return layer[service]
+
+    layers: list[list[str]] = [[] for _ in range(1 + max(map(layer_of, graph.services), default=-1))]
+    for service in graph.services:
+        layers[layer[service]].append(service)
+    return layers
+
+
+def missing_external_imports(graph: Graph, existing: Collection[str]) -> list[str]:
+    """Messages for imports that neither a service of the app nor the target account exports.
+
+    `existing` is the export names already in the account/region (one ListExports listing) plus any
+    declared as known external exports.
+    """
+    return [
+        f"{importer} imports {export}, which no service of this app exports"
+        " and which does not exist in the target account/region"
+        for importer, export in graph.external
+        if export not in existing
+    ]
+
+
+def to_dot(graph: Graph, phases: Sequence[Phase]) -> str:
+    """A Graphviz drawing: a cluster per phase, an arrow exporter -> importer per export."""
+    lines = ["digraph phasedoit {", "  rankdir=LR;", "  node [shape=box];"]
+    for i, phase in enumerate(phases):
+        lines.append(f"  subgraph cluster_{i + 1} {{")
+        lines.append(f"    label={_dot_string(_label(phases, i))};")
+        lines.extend(f"    {_dot_string(service)};" for service in phase.services)
+        lines.append("  }")
+    lines.extend(
+        f"  {_dot_string(e.exporter)} -> {_dot_string(e.importer)} [label={_dot_string(e.export)}];"
+        for e in graph.edges
+    )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_mermaid(graph: Graph, phases: Sequence[Phase]) -> str:
+    """A Mermaid flowchart: a subgraph per phase, an arrow exporter -> importer per export."""
+    ids = {service: f"s{i}" for i, service in enumerate(_all_services(graph, phases))}
+    lines = ["flowchart LR"]
+    for i, phase in enumerate(phases):
+        lines.append(f'  subgraph phase{i + 1} ["{_mermaid_text(_label(phases, i))}"]')
+        lines.extend(f'    {ids[service]}["{_mermaid_text(service)}"]' for service in phase.services)
+        lines.append("  end")
+    lines.extend(
+        f'  {ids[e.exporter]} -->|"{_mermaid_text(e.export)}"| {ids[e.importer]}' for e in graph.edges
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _all_services(graph: Graph, phases: Iterable[Phase]) -> list[str]:
+    in_phases = [service for phase in phases for service in phase.services]
+    return in_phases + [service for service in graph.services if service not in in_phases]
+
+
+def _mermaid_text(text: str) -> str:
+    # Mermaid has no backslash escapes inside quoted labels; `#quot;` is its entity for a double quote.
+    return text.replace('"', "#quot;")
+
+
+def as_phases(layers: Sequence[Sequence[str]]) -> list[Phase]:
+    """Computed phases (unnamed) in the form the checks and drawings take."""
+    return [Phase(tuple(layer)) for layer in layers]

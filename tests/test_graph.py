@@ -1,0 +1,252 @@
+from __future__ import annotations
+
+import pytest
+
+from phasedoit import graph
+from phasedoit.errors import PhasedoitError
+from phasedoit.graph import Edge, Phase
+from phasedoit.templates import Dependencies
+
+
+def _deps(exports: str = "", imports: str = "") -> Dependencies:
+    return Dependencies(frozenset(exports.split()), frozenset(imports.split()))
+
+
+SHOP = {
+    "checkout-api": _deps("dev-PurchasedTopicArn dev-OrdersTable"),
+    "users-api": _deps("dev-UsersTable"),
+    "confirmation-job": _deps(imports="dev-PurchasedTopicArn dev-UsersTable"),
+    "billing-job": _deps("dev-Invoices", "dev-OrdersTable dev-Nope"),
+    "email-job": _deps(imports="dev-Invoices"),
+}
+
+
+def test_build_graph_edges_in_user_order() -> None:
+    shop = graph.build_graph(SHOP)
+    assert shop.edges == (
+        Edge("confirmation-job", "checkout-api", "dev-PurchasedTopicArn"),
+        Edge("confirmation-job", "users-api", "dev-UsersTable"),
+        Edge("billing-job", "checkout-api", "dev-OrdersTable"),
+        Edge("email-job", "billing-job", "dev-Invoices"),
+    )
+    assert shop.external == (("billing-job", "dev-Nope"),)
+
+
+def test_export_defined_twice() -> None:
+    with pytest.raises(PhasedoitError) as excinfo:
+        graph.build_graph({"a": _deps("dev-X dev-Y"), "b": _deps("dev-X"), "c": _deps("dev-Y")})
+    assert (
+        str(excinfo.value)
+        == "export dev-X is defined by both a and b\nexport dev-Y is defined by both a and c"
+    )
+
+
+@pytest.mark.parametrize(
+    ("phases", "expected"),
+    [
+        (
+            [
+                Phase(("checkout-api", "users-api")),
+                Phase(("confirmation-job", "billing-job")),
+                Phase(("email-job",)),
+            ],
+            [],
+        ),
+        (
+            [
+                Phase(("checkout-api", "users-api", "confirmation-job"), "api"),
+                Phase(("billing-job", "email-job"), "jobs"),
+            ],
+            [
+                "confirmation-job (phase 1 'api') imports dev-PurchasedTopicArn from checkout-api"
+                " (phase 1 'api'): move confirmation-job to a phase after 1",
+                "confirmation-job (phase 1 'api') imports dev-UsersTable from users-api"
+                " (phase 1 'api'): move confirmation-job to a phase after 1",
+                "email-job (phase 2 'jobs') imports dev-Invoices from billing-job"
+                " (phase 2 'jobs'): move email-job to a phase after 2",
+            ],
+        ),
+        (
+            [
+                Phase(("checkout-api", "email-job")),
+                Phase(("users-api", "confirmation-job")),
+                Phase(("billing-job",)),
+            ],
+            [
+                "confirmation-job (phase 2) imports dev-UsersTable from users-api (phase 2):"
+                " move confirmation-job to a phase after 2",
+                "email-job (phase 1) imports dev-Invoices from billing-job (phase 3):"
+                " move email-job to a phase after 3",
+            ],
+        ),
+    ],
+)
+def test_check_phases(phases: list[Phase], expected: list[str]) -> None:
+    assert graph.check_phases(graph.build_graph(SHOP), phases) == expected
+
+
+CYCLIC = {
+    "a": _deps("dev-A", "dev-B"),
+    "b": _deps("dev-B dev-B2", "dev-C"),
+    "c": _deps("dev-C", "dev-A dev-D"),
+    "d": _deps("dev-D"),
+    "e": _deps("dev-E", "dev-F"),
+    "f": _deps("dev-F", "dev-E"),
+    "g": _deps("dev-G", "dev-G"),
+    "h": _deps("dev-H1 dev-H2", "dev-I"),
+    "i": _deps("dev-I", "dev-H1 dev-H2"),
+}
+
+
+def test_cycles() -> None:
+    assert graph.find_cycles(graph.build_graph(CYCLIC)) == [
+        "dependency cycle: a -> b -> c -> a"
+        " (a imports dev-B from b, b imports dev-C from c, c imports dev-A from a)",
+        "dependency cycle: e -> f -> e (e imports dev-F from f, f imports dev-E from e)",
+        "dependency cycle: g -> g (g imports dev-G from g)",
+        "dependency cycle: h -> i -> h (h imports dev-I from i, i imports dev-H1 and dev-H2 from h)",
+    ]
+
+
+def test_cycles_start_at_the_first_service_in_the_users_order() -> None:
+    reordered = dict(reversed(list(CYCLIC.items())))
+    assert graph.find_cycles(graph.build_graph(reordered)) == [
+        "dependency cycle: i -> h -> i (i imports dev-H1 and dev-H2 from h, h imports dev-I from i)",
+        "dependency cycle: g -> g (g imports dev-G from g)",
+        "dependency cycle: f -> e -> f (f imports dev-E from e, e imports dev-F from f)",
+        "dependency cycle: c -> a -> b -> c"
+        " (c imports dev-A from a, a imports dev-B from b, b imports dev-C from c)",
+    ]
+
+
+def test_cycle_shown_is_a_shortest_one_through_the_first_service() -> None:
+    deps = {
+        "a": _deps("dev-A", "dev-B dev-C"),
+        "b": _deps("dev-B", "dev-C"),
+        "c": _deps("dev-C", "dev-A"),
+    }
+    assert graph.find_cycles(graph.build_graph(deps)) == [
+        "dependency cycle: a -> c -> a (a imports dev-C from c, c imports dev-A from a)"
+    ]
+
+
+def test_validate_reports_cycles_before_phase_violations() -> None:
+    deps = {"a": _deps("dev-A", "dev-B"), "b": _deps("dev-B", "dev-A")}
+    assert graph.validate(graph.build_graph(deps), [Phase(("a",)), Phase(("b",))]) == [
+        "dependency cycle: a -> b -> a (a imports dev-B from b, b imports dev-A from a)"
+    ]
+
+
+def test_computed_phases_cycle_is_an_error() -> None:
+    with pytest.raises(PhasedoitError) as excinfo:
+        graph.computed_phases(graph.build_graph({"e": _deps("dev-E", "dev-F"), "f": _deps("dev-F", "dev-E")}))
+    assert (
+        str(excinfo.value) == "dependency cycle: e -> f -> e (e imports dev-F from f, f imports dev-E from e)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("deps", "expected"),
+    [
+        ({}, []),
+        ({"a": _deps(), "b": _deps()}, [["a", "b"]]),
+        (SHOP, [["checkout-api", "users-api"], ["confirmation-job", "billing-job"], ["email-job"]]),
+        # the user's order is kept within a phase, whatever the order of dependencies
+        (
+            {
+                "z-job": _deps(imports="dev-A"),
+                "m-api": _deps("dev-M"),
+                "a-api": _deps("dev-A"),
+                "b-job": _deps(imports="dev-M"),
+            },
+            [["m-api", "a-api"], ["z-job", "b-job"]],
+        ),
+        # longest path: d waits for c, which waits for b
+        (
+            {
+                "d": _deps(imports="dev-A dev-C"),
+                "c": _deps("dev-C", "dev-B"),
+                "b": _deps("dev-B", "dev-A"),
+                "a": _deps("dev-A"),
+            },
+            [["a"], ["b"], ["c"], ["d"]],
+        ),
+    ],
+)
+def test_computed_phases(deps: dict[str, Dependencies], expected: list[list[str]]) -> None:
+    assert graph.computed_phases(graph.build_graph(deps)) == expected
+
+
+@pytest.mark.parametrize(
+    ("existing", "expected"),
+    [
+        ({"dev-Nope", "other"}, []),
+        (
+            set(),
+            [
+                "billing-job imports dev-Nope, which no service of this app exports"
+                " and which does not exist in the target account/region"
+            ],
+        ),
+    ],
+)
+def test_missing_external_imports(existing: set[str], expected: list[str]) -> None:
+    assert graph.missing_external_imports(graph.build_graph(SHOP), existing) == expected
+
+
+@pytest.mark.parametrize(
+    ("index", "name", "expected"),
+    [(0, None, "phase 1"), (1, "jobs", "phase 2 'jobs'")],
+)
+def test_phase_label(index: int, name: str | None, expected: str) -> None:
+    assert graph.phase_label(index, name) == expected
+
+
+SMALL = {
+    "users-api": _deps("dev-Users"),
+    "orders-api": _deps("dev-Orders"),
+    "mail-job": _deps(imports="dev-Orders dev-Users"),
+}
+SMALL_PHASES = [Phase(("users-api", "orders-api"), "apis"), Phase(("mail-job",))]
+
+
+def test_dot() -> None:
+    assert graph.to_dot(graph.build_graph(SMALL), SMALL_PHASES) == (
+        "digraph phasedoit {\n"
+        "  rankdir=LR;\n"
+        "  node [shape=box];\n"
+        "  subgraph cluster_1 {\n"
+        "    label=\"phase 1 'apis'\";\n"
+        '    "users-api";\n'
+        '    "orders-api";\n'
+        "  }\n"
+        "  subgraph cluster_2 {\n"
+        '    label="phase 2";\n'
+        '    "mail-job";\n'
+        "  }\n"
+        '  "users-api" -> "mail-job" [label="dev-Users"];\n'
+        '  "orders-api" -> "mail-job" [label="dev-Orders"];\n'
+        "}\n"
+    )
+
+
+def test_mermaid() -> None:
+    assert graph.to_mermaid(graph.build_graph(SMALL), SMALL_PHASES) == (
+        "flowchart LR\n"
+        "  subgraph phase1 [\"phase 1 'apis'\"]\n"
+        '    s0["users-api"]\n'
+        '    s1["orders-api"]\n'
+        "  end\n"
+        '  subgraph phase2 ["phase 2"]\n'
+        '    s2["mail-job"]\n'
+        "  end\n"
+        '  s0 -->|"dev-Users"| s2\n'
+        '  s1 -->|"dev-Orders"| s2\n'
+    )
+
+
+def test_drawing_computed_phases() -> None:
+    small = graph.build_graph(SMALL)
+    phases = graph.as_phases(graph.computed_phases(small))
+    assert phases == [Phase(("users-api", "orders-api")), Phase(("mail-job",))]
+    assert graph.to_mermaid(small, phases).splitlines()[1] == '  subgraph phase1 ["phase 1"]'
