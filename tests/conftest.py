@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,17 +44,33 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[Moto]:
-    """One real moto server for the session, reached over HTTP like any CloudFormation endpoint."""
-    from moto.server import ThreadedMotoServer
-
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    """One real moto server for the session, in its own process, reached over HTTP like CloudFormation."""
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
+        )
     moto = Moto(f"http://127.0.0.1:{port}")
-    moto.client().describe_stacks()  # moto loads its backends on first use: pay that once, here
-    yield moto
-    server.stop()
+    try:
+        wait_until_up(moto, server, log)
+        moto.client().describe_stacks()  # moto loads its backends on first use: pay that once, here
+        yield moto
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def wait_until_up(moto: Moto, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            urllib.request.urlopen(f"{moto.url}/moto-api/", timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"moto server did not start: {log.read_text()}")
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -31,7 +33,7 @@ IMPORTER = {
 }
 
 
-def spec(name: str, template: dict[str, object], **parameters: str) -> StackSpec:
+def spec(name: str, template: Mapping[str, Any], **parameters: str) -> StackSpec:
     return StackSpec(name, json.dumps(template), parameters, {"team": "core"})
 
 
@@ -89,7 +91,7 @@ def test_an_error_page_instead_of_an_answer_is_one_line(moto: Moto) -> None:
 def test_unreachable_endpoint() -> None:
     cfn = cloudformation.client(Target("us-east-1", "http://127.0.0.1:9", local=True), attempts=1)
     with pytest.raises(PhasedoitError) as e:
-        cloudformation.deploy_stack(cfn, spec("a-dev", EXPORTER), [].append, FAST)
+        cloudformation.deploy_stack(cfn, spec("a-dev", EXPORTER), print, FAST)
     assert str(e.value) == "cannot reach CloudFormation at http://127.0.0.1:9/"
 
 

@@ -1,0 +1,134 @@
+"""`doit` run as a user runs it, in a temporary copy of an app, against the session's moto server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Moto, copy_app, doit
+from tests.latency import slow_proxy
+
+
+@pytest.fixture
+def shop(tmp_path: Path, aws_env: dict[str, str]) -> Path:
+    """The repo's sample app, alone in a folder."""
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(REPO / "phases.yml", source / "phases.yml")
+    shutil.copytree(REPO / "services", source / "services")
+    return copy_app(source, tmp_path / "shop")
+
+
+def stacks(moto: Moto) -> dict[str, str]:
+    return {s["StackName"]: s["StackStatus"] for s in moto.client().describe_stacks()["Stacks"]}
+
+
+def lines(text: str, *starts: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(starts)]
+
+
+def test_list_shows_the_phases(shop: Path) -> None:
+    result = doit(shop, "list")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        "deploy     deploy shop to stage dev: 2 phases, 3 services, phase by phase",
+        "deploy-1   deploy phase 1 'api': checkout-api",
+        "deploy-2   deploy phase 2 'jobs': confirmation-job, reset-cart-job",
+        "remove     remove shop's stacks of stage dev: 2 phases, 3 services, last phase first",
+        "remove-1   remove phase 1 'api': checkout-api",
+        "remove-2   remove phase 2 'jobs': confirmation-job, reset-cart-job",
+    ]
+    every = doit(shop, "list", "--all").stdout
+    assert "deploy:confirmation-job   deploy confirmation-job-dev (phase 2 'jobs')" in every.splitlines()
+
+
+def test_deploy_in_phases_jobs_together(shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
+    with slow_proxy(moto.url, delay=0.5) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        result = doit(shop, "-n", "4", "deploy")
+    assert result.returncode == 0, result.stderr
+    assert stacks(moto) == {
+        "checkout-api-dev": "CREATE_COMPLETE",
+        "confirmation-job-dev": "CREATE_COMPLETE",
+        "reset-cart-job-dev": "CREATE_COMPLETE",
+    }
+    assert [e["Name"] for e in moto.client().list_exports()["Exports"]] == ["dev-PurchasedTopicArn"]
+    job = moto.client().describe_stacks(StackName="confirmation-job-dev")["Stacks"][0]
+    assert job["Outputs"][0]["OutputValue"].endswith("/dev-confirmation-job")
+    assert {"Key": "phasedoit:stage", "Value": "dev"} in job["Tags"]
+    api, first, second = sorted(proxy.writes(), key=lambda call: call.start)
+    assert (api.action, api.stack) == ("CreateStack", "checkout-api-dev")
+    assert {first.stack, second.stack} == {"confirmation-job-dev", "reset-cart-job-dev"}
+    assert api.end < first.start  # phase 2 starts once phase 1 is done...
+    assert second.start < first.end  # ...and its two jobs deploy at the same time
+
+
+def test_outputs_are_kept_without_account_ids(shop: Path, moto: Moto) -> None:
+    assert doit(shop, "-n", "4", "deploy").returncode == 0
+    with sqlite3.connect(shop / ".phasedoit" / "doit-dev.db") as db:
+        rows = dict(db.execute("SELECT task_id, task_data FROM doit").fetchall())
+    values = json.loads(rows["deploy:checkout-api"])["_values_:"]
+    assert values["outputs"] == {"PurchasedTopicArn": "arn:aws:sns:us-east-1:<account>:dev-purchased"}
+    assert "123456789012" not in json.dumps(rows)
+
+
+def test_another_stage_deploys_beside(shop: Path, moto: Moto) -> None:
+    assert doit(shop, "-n", "4", "deploy").returncode == 0
+    result = doit(shop, "-n", "4", "deploy", "stage=prod")
+    assert result.returncode == 0, result.stderr
+    assert sorted(stacks(moto)) == [
+        "checkout-api-dev", "checkout-api-prod", "confirmation-job-dev", "confirmation-job-prod",
+        "reset-cart-job-dev", "reset-cart-job-prod",
+    ]  # fmt: skip
+    assert [e["Name"] for e in moto.client().list_exports()["Exports"]] == [
+        "dev-PurchasedTopicArn",
+        "prod-PurchasedTopicArn",
+    ]
+
+
+def test_unknown_stage(shop: Path) -> None:
+    result = doit(shop, "list", "stage=qa")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", "phases.yml: stages: no stage 'qa' (known: dev, prod)\n"
+    )  # fmt: skip
+
+
+def test_remove_in_reverse(shop: Path, moto: Moto) -> None:
+    assert doit(shop, "-n", "4", "deploy").returncode == 0
+    result = doit(shop, "-n", "4", "remove")
+    assert result.returncode == 0, result.stderr
+    assert stacks(moto) == {}
+    done = [line for line in result.stderr.splitlines() if ": removed " in line]
+    assert done[-1] == "checkout-api: removed checkout-api-dev", result.stderr
+    assert sorted(done[:2]) == [
+        "confirmation-job: removed confirmation-job-dev",
+        "reset-cart-job: removed reset-cart-job-dev",
+    ]
+    again = doit(shop, "-n", "4", "remove")
+    assert again.returncode == 0
+    assert "checkout-api: checkout-api-dev is already gone" in again.stderr.splitlines()
+
+
+def test_any_app_with_the_same_dodo(tmp_path: Path, aws_env: dict[str, str], moto: Moto) -> None:
+    blog = copy_app(REPO / "tests" / "fixtures" / "blog", tmp_path / "blog")
+    assert doit(blog, "list").stdout.splitlines()[:4] == [
+        "deploy     deploy blog to stage dev: 3 phases, 5 services, phase by phase",
+        "deploy-1   deploy phase 1 'apis': users-api, media-api",
+        "deploy-2   deploy phase 2: posts-api, search-api",
+        "deploy-3   deploy phase 3 'jobs': feed-job",
+    ]
+    result = doit(blog, "-n", "4", "deploy")
+    assert result.returncode == 0, result.stderr
+    assert sorted(stacks(moto)) == [
+        "blog-search-dev",
+        "feed-job-dev",
+        "media-api-dev",
+        "posts-api-dev",
+        "users-api-dev",
+    ]
+    assert doit(blog, "-n", "4", "remove").returncode == 0
+    assert stacks(moto) == {}
