@@ -6,14 +6,9 @@ import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from phasedoit.config import Phase
 from phasedoit.errors import PhasedoitError
 from phasedoit.templates import Dependencies
-
-
-@dataclass(frozen=True)
-class Phase:
-    services: tuple[str, ...]
-    name: str | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -62,11 +57,6 @@ def _exporters(dependencies: Mapping[str, Dependencies]) -> dict[str, str]:
     return exporters
 
 
-def phase_label(index: int, name: str | None) -> str:
-    """`index` counts from 0; users count phases from 1."""
-    return f"phase {index + 1}" if name is None else f"phase {index + 1} {name!r}"
-
-
 def check_phases(graph: Graph, phases: Sequence[Phase]) -> list[str]:
     """One line per import whose exporter does not deploy in an earlier phase than its importer."""
     where = {service: i for i, phase in enumerate(phases) for service in phase.services}
@@ -75,15 +65,11 @@ def check_phases(graph: Graph, phases: Sequence[Phase]) -> list[str]:
         importer_phase, exporter_phase = where[edge.importer], where[edge.exporter]
         if edge.importer != edge.exporter and importer_phase <= exporter_phase:
             problems.append(
-                f"{edge.importer} ({_label(phases, importer_phase)}) imports {edge.export}"
-                f" from {edge.exporter} ({_label(phases, exporter_phase)}):"
+                f"{edge.importer} ({phases[importer_phase].label}) imports {edge.export}"
+                f" from {edge.exporter} ({phases[exporter_phase].label}):"
                 f" move {edge.importer} to a phase after {exporter_phase + 1}"
             )
     return problems
-
-
-def _label(phases: Sequence[Phase], index: int) -> str:
-    return phase_label(index, phases[index].name)
 
 
 def validate(graph: Graph, phases: Sequence[Phase]) -> list[str]:
@@ -203,7 +189,7 @@ def to_dot(graph: Graph, phases: Sequence[Phase]) -> str:
     lines = ["digraph phasedoit {", "  rankdir=LR;", "  node [shape=box];"]
     for i, phase in enumerate(phases):
         lines.append(f"  subgraph cluster_{i + 1} {{")
-        lines.append(f"    label={_dot_string(_label(phases, i))};")
+        lines.append(f"    label={_dot_string(phase.label)};")
         lines.extend(f"    {_dot_string(service)};" for service in phase.services)
         lines.append("  }")
     lines.extend(
@@ -223,7 +209,7 @@ def to_mermaid(graph: Graph, phases: Sequence[Phase]) -> str:
     ids = {service: f"s{i}" for i, service in enumerate(_all_services(graph, phases))}
     lines = ["flowchart LR"]
     for i, phase in enumerate(phases):
-        lines.append(f'  subgraph phase{i + 1} ["{_mermaid_text(_label(phases, i))}"]')
+        lines.append(f'  subgraph phase{i + 1} ["{_mermaid_text(phase.label)}"]')
         lines.extend(f'    {ids[service]}["{_mermaid_text(service)}"]' for service in phase.services)
         lines.append("  end")
     lines.extend(
@@ -244,4 +230,4 @@ def _mermaid_text(text: str) -> str:
 
 def as_phases(layers: Sequence[Sequence[str]]) -> list[Phase]:
     """Computed phases (unnamed) in the form the checks and drawings take."""
-    return [Phase(tuple(layer)) for layer in layers]
+    return [Phase(i + 1, None, tuple(layer)) for i, layer in enumerate(layers)]

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 
 from phasedoit import graph
+from phasedoit.config import Phase
 from phasedoit.errors import PhasedoitError
-from phasedoit.graph import Edge, Phase
+from phasedoit.graph import Edge
 from phasedoit.templates import Dependencies
 
 
@@ -46,16 +47,16 @@ def test_export_defined_twice() -> None:
     [
         (
             [
-                Phase(("checkout-api", "users-api")),
-                Phase(("confirmation-job", "billing-job")),
-                Phase(("email-job",)),
+                Phase(1, None, ("checkout-api", "users-api")),
+                Phase(2, None, ("confirmation-job", "billing-job")),
+                Phase(3, None, ("email-job",)),
             ],
             [],
         ),
         (
             [
-                Phase(("checkout-api", "users-api", "confirmation-job"), "api"),
-                Phase(("billing-job", "email-job"), "jobs"),
+                Phase(1, "api", ("checkout-api", "users-api", "confirmation-job")),
+                Phase(2, "jobs", ("billing-job", "email-job")),
             ],
             [
                 "confirmation-job (phase 1 'api') imports dev-PurchasedTopicArn from checkout-api"
@@ -68,9 +69,9 @@ def test_export_defined_twice() -> None:
         ),
         (
             [
-                Phase(("checkout-api", "email-job")),
-                Phase(("users-api", "confirmation-job")),
-                Phase(("billing-job",)),
+                Phase(1, None, ("checkout-api", "email-job")),
+                Phase(2, None, ("users-api", "confirmation-job")),
+                Phase(3, None, ("billing-job",)),
             ],
             [
                 "confirmation-job (phase 2) imports dev-UsersTable from users-api (phase 2):"
@@ -132,7 +133,7 @@ def test_cycle_shown_is_a_shortest_one_through_the_first_service() -> None:
 
 def test_validate_reports_cycles_before_phase_violations() -> None:
     deps = {"a": _deps("dev-A", "dev-B"), "b": _deps("dev-B", "dev-A")}
-    assert graph.validate(graph.build_graph(deps), [Phase(("a",)), Phase(("b",))]) == [
+    assert graph.validate(graph.build_graph(deps), [Phase(1, None, ("a",)), Phase(2, None, ("b",))]) == [
         "dependency cycle: a -> b -> a (a imports dev-B from b, b imports dev-A from a)"
     ]
 
@@ -194,20 +195,12 @@ def test_missing_external_imports(existing: set[str], expected: list[str]) -> No
     assert graph.missing_external_imports(graph.build_graph(SHOP), existing) == expected
 
 
-@pytest.mark.parametrize(
-    ("index", "name", "expected"),
-    [(0, None, "phase 1"), (1, "jobs", "phase 2 'jobs'")],
-)
-def test_phase_label(index: int, name: str | None, expected: str) -> None:
-    assert graph.phase_label(index, name) == expected
-
-
 SMALL = {
     "users-api": _deps("dev-Users"),
     "orders-api": _deps("dev-Orders"),
     "mail-job": _deps(imports="dev-Orders dev-Users"),
 }
-SMALL_PHASES = [Phase(("users-api", "orders-api"), "apis"), Phase(("mail-job",))]
+SMALL_PHASES = [Phase(1, "apis", ("users-api", "orders-api")), Phase(2, None, ("mail-job",))]
 
 
 def test_dot() -> None:
@@ -248,5 +241,5 @@ def test_mermaid() -> None:
 def test_drawing_computed_phases() -> None:
     small = graph.build_graph(SMALL)
     phases = graph.as_phases(graph.computed_phases(small))
-    assert phases == [Phase(("users-api", "orders-api")), Phase(("mail-job",))]
+    assert phases == [Phase(1, None, ("users-api", "orders-api")), Phase(2, None, ("mail-job",))]
     assert graph.to_mermaid(small, phases).splitlines()[1] == '  subgraph phase1 ["phase 1"]'
