@@ -53,6 +53,18 @@ def remove_service(service: str, stack_name: str, target: Target, state_dir: str
     return None
 
 
+def check_exports(imports: list[tuple[str, str]], target: Target, state_dir: str) -> TaskFailed | None:
+    """Imports from outside the app must exist before anything deploys: one ListExports listing."""
+    from phasedoit import cloudformation, graph
+
+    try:
+        existing = cloudformation.export_names(cloudformation.client(resolve_target(target, state_dir)))
+    except PhasedoitError as e:
+        return TaskFailed(str(e))
+    missing = graph.missing_external_imports(imports, existing)
+    return TaskFailed("\n".join(missing)) if missing else None
+
+
 def resolve_target(target: Target, state_dir: str) -> Target:
     """The embedded endpoint's address is known only once it runs: start it (or find it) here."""
     if not target.local or target.endpoint:

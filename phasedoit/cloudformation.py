@@ -117,6 +117,11 @@ def remove_stack(cfn: CloudFormationClient, name: str, say: Say, waiting: Waitin
         return True
 
 
+def export_names(cfn: CloudFormationClient) -> set[str]:
+    with _translated():
+        return {e["Name"] for page in cfn.get_paginator("list_exports").paginate() for e in page["Exports"]}
+
+
 def _create(cfn: CloudFormationClient, spec: StackSpec) -> str:
     try:
         return cfn.create_stack(StackName=spec.name, **_arguments(spec))["StackId"]

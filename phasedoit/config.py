@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -131,9 +132,10 @@ class PhaseSettings(_Model):
 
 class ConfigFile(_Model):
     app: str
-    phases: list[PhaseSettings] = Field(min_length=1)
-    services: dict[str, ServiceSettings] = {}
+    phases: list[PhaseSettings] | None = Field(default=None, min_length=1)  # None: computed from imports
+    services: dict[ServiceName, ServiceSettings] = {}
     stages: dict[StageName, StageSettings] = {}
+    external_exports: list[str] = []  # exports of other apps this one imports; may use {stage}
 
     @field_validator("app")
     @classmethod
@@ -146,7 +148,7 @@ class ConfigFile(_Model):
         # `- [a, b]` is shorthand for `- services: [a, b]`
         if isinstance(value, list):
             return [{"services": phase} if isinstance(phase, list) else phase for phase in value]
-        return value
+        return None if value == "auto" else value
 
 
 @dataclass(frozen=True)
@@ -176,9 +178,10 @@ class Service:
 class App:
     root: Path
     name: str
-    phases: tuple[Phase, ...]
+    phases: tuple[Phase, ...]  # empty: computed for each stage from the imports
     services: dict[str, Service]
     stages: dict[str, StageSettings] = field(default_factory=dict)
+    external_exports: tuple[str, ...] = ()
 
     def shown(self, path: Path) -> str:
         """A path as the user knows it: relative to the app folder."""
@@ -251,24 +254,46 @@ def _message(error: Any) -> str:
 def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, list[str]]:
     problems: list[str] = []
     services: dict[str, Service] = {}
+    for name, where in _listed_services(root, parsed, raw, problems):
+        found = _find_service(root, name, parsed.services.get(name, ServiceSettings()), where)
+        if isinstance(found, str):
+            problems.append(found)
+        else:
+            services[name] = found
+    listed = {name for phase in parsed.phases or () for name in phase.services}
+    if parsed.phases:
+        problems += [f"services.{name}: not in any phase" for name in parsed.services if name not in listed]
+        problems += _duplicate_phase_names(parsed.phases)
+    phases = tuple(
+        Phase(p + 1, phase.name, tuple(phase.services)) for p, phase in enumerate(parsed.phases or ())
+    )
+    app = App(root, parsed.app, phases, services, dict(parsed.stages), tuple(parsed.external_exports))
+    return app, problems
+
+
+def _listed_services(
+    root: Path, parsed: ConfigFile, raw: dict[str, Any], problems: list[str]
+) -> Iterator[tuple[str, str]]:
+    """Each service once, with where it is named; without phases, the services map or folder decides."""
+    if parsed.phases is None:
+        names = list(parsed.services) or sorted(
+            p.parent.name for n in TEMPLATE_NAMES for p in root.glob(f"services/*/{n}")
+        )
+        if not names:
+            problems.append(
+                "phases: computed from the imports, but there are no services (no services/*/template.yml)"
+            )
+        yield from ((name, f"services.{name}") for name in names)
+        return
     seen: dict[str, str] = {}
-    phases = []
     for p, (phase, raw_phase) in enumerate(zip(parsed.phases, raw["phases"], strict=True)):
         for s, name in enumerate(phase.services):
             where = f"phases[{p}][{s}]" if isinstance(raw_phase, list) else f"phases[{p}].services[{s}]"
             if name in seen:
                 problems.append(f"{where}: service {name!r} is already in {seen[name]}")
-                continue
-            seen[name] = where
-            found = _find_service(root, name, parsed.services.get(name, ServiceSettings()), where)
-            if isinstance(found, str):
-                problems.append(found)
             else:
-                services[name] = found
-        phases.append(Phase(p + 1, phase.name, tuple(phase.services)))
-    problems += [f"services.{name}: not in any phase" for name in parsed.services if name not in seen]
-    problems += _duplicate_phase_names(parsed.phases)
-    return App(root, parsed.app, tuple(phases), services, dict(parsed.stages)), problems
+                seen[name] = where
+                yield name, where
 
 
 def _find_service(root: Path, name: str, settings: ServiceSettings, where: str) -> Service | str:

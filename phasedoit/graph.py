@@ -170,7 +170,7 @@ def computed_phases(graph: Graph) -> list[list[str]]:
     return layers
 
 
-def missing_external_imports(graph: Graph, existing: Collection[str]) -> list[str]:
+def missing_external_imports(external: Iterable[tuple[str, str]], existing: Collection[str]) -> list[str]:
     """Messages for imports that neither a service of the app nor the target account exports.
 
     `existing` is the export names already in the account/region (one ListExports listing) plus any
@@ -179,7 +179,7 @@ def missing_external_imports(graph: Graph, existing: Collection[str]) -> list[st
     return [
         f"{importer} imports {export}, which no service of this app exports"
         " and which does not exist in the target account/region"
-        for importer, export in graph.external
+        for importer, export in external
         if export not in existing
     ]
 

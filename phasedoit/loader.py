@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from phasedoit import templates
+from phasedoit import graph, templates
 from phasedoit.config import (
     CONFIG_NAME,
     DEFAULT_STAGE,
@@ -50,8 +50,32 @@ def doit_namespace(dodo_file: str, stage: str | None = None) -> dict[str, Any]:
 def plan_stage(app: App, stage: str | None, environ: Mapping[str, str]) -> Plan:
     stage = select_stage(app, stage or environ.get("PHASEDOIT_STAGE") or DEFAULT_STAGE)
     settings = app.stages.get(stage, StageSettings())
-    stacks = {name: stack_spec(app, service, stage, settings) for name, service in app.services.items()}
-    return Plan(app.name, stage, app.phases, stacks, target(settings, environ), str(app.root / STATE_DIR))
+    where = target(settings, environ)
+    stacks: dict[str, StackSpec] = {}
+    dependencies: dict[str, templates.Dependencies] = {}
+    for name, service in app.services.items():
+        stacks[name], dependencies[name] = plan_service(app, service, stage, settings, where)
+    for warning in (w for deps in dependencies.values() for w in deps.warnings):
+        print(f"warning: {warning}", file=sys.stderr)
+    dependency_graph = graph.build_graph(dependencies)
+    phases = app.phases or tuple(graph.as_phases(graph.computed_phases(dependency_graph)))
+    problems = graph.validate(dependency_graph, phases)
+    if problems:
+        raise PhasedoitError("\n".join(f"{CONFIG_NAME}: phases: {problem}" for problem in problems))
+    known = {name.format(stage=stage) for name in app.external_exports}
+    return Plan(
+        app.name,
+        stage,
+        phases,
+        stacks,
+        where,
+        str(app.root / STATE_DIR),
+        upstreams={
+            s: tuple(dict.fromkeys(e.exporter for e in dependency_graph.edges if e.importer == s))
+            for s in stacks
+        },
+        external_imports=tuple((imp, exp) for imp, exp in dependency_graph.external if exp not in known),
+    )
 
 
 def select_stage(app: App, stage: str) -> str:
@@ -65,7 +89,10 @@ def select_stage(app: App, stage: str) -> str:
     return stage
 
 
-def stack_spec(app: App, service: Service, stage: str, settings: StageSettings) -> StackSpec:
+def plan_service(
+    app: App, service: Service, stage: str, settings: StageSettings, where: Target
+) -> tuple[StackSpec, templates.Dependencies]:
+    """The stack to deploy for `service` on `stage`, and the exports and imports it has there."""
     shown = app.shown(service.template)
     template = templates.load_template(service.template, shown)
     declared = templates.parameter_names(template)
@@ -79,9 +106,20 @@ def stack_spec(app: App, service: Service, stage: str, settings: StageSettings) 
     parameters |= service.settings.parameters
     name = service.stack_name(app.name, stage)
     tags = {**service.settings.tags, "phasedoit:app": app.name, "phasedoit:stage": stage}
-    return StackSpec(
-        name, templates.template_body(template, shown), parameters, tags, tuple(service.settings.capabilities)
-    )
+    body = templates.template_body(template, shown)
+    known = {**parameters, **pseudo_parameters(name, where.region, settings.account)}
+    stack = StackSpec(name, body, parameters, tags, tuple(service.settings.capabilities))
+    return stack, templates.find_dependencies(template, known, shown)
+
+
+def pseudo_parameters(stack_name: str, region: str | None, account: str | None) -> dict[str, str]:
+    """The pseudo parameters known before deploying; an import that needs another one is a warning."""
+    known = {"AWS::StackName": stack_name, "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
+    if region:
+        known["AWS::Region"] = region
+    if account:
+        known["AWS::AccountId"] = account
+    return known
 
 
 def target(settings: StageSettings, environ: Mapping[str, str]) -> Target:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from phasedoit import actions
@@ -11,6 +11,7 @@ from phasedoit.config import Phase
 from phasedoit.stack import StackSpec, Target
 
 Task = dict[str, Any]
+CHECK_EXPORTS = "check-exports"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Plan:
     stacks: dict[str, StackSpec]
     target: Target
     state_dir: str
+    upstreams: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # the services each imports from
+    external_imports: tuple[tuple[str, str], ...] = ()  # (importer, export) no service of the app exports
 
 
 def deploy_tasks(plan: Plan) -> Iterator[Task]:
@@ -31,8 +34,12 @@ def deploy_tasks(plan: Plan) -> Iterator[Task]:
         "name": None,
         "doc": f"deploy {plan.app} to stage {plan.stage}: {_count(plan)}, phase by phase",
     }
+    if plan.external_imports:
+        yield _check_exports(plan)
     for phase in plan.phases:
         before = [f"deploy-{phase.number - 1}"] if phase.number > 1 else []
+        if phase.number == 1 and plan.external_imports:
+            before = [CHECK_EXPORTS]
         for service in phase.services:
             yield {
                 "basename": "deploy",
@@ -44,7 +51,7 @@ def deploy_tasks(plan: Plan) -> Iterator[Task]:
                 "task_dep": before,
                 "meta": {"phasedoit": {"service": service, "phase": phase.number}},
             }
-        yield _phase_group("deploy", phase, [f"deploy:{s}" for s in phase.services])
+        yield _phase_group("deploy", phase, [f"deploy:{s}" for s in phase.services], plan.upstreams)
 
 
 def remove_tasks(plan: Plan) -> Iterator[Task]:
@@ -67,13 +74,26 @@ def remove_tasks(plan: Plan) -> Iterator[Task]:
                 "uptodate": [False],
                 "meta": {"phasedoit": {"service": service, "phase": phase.number}},
             }
-        yield _phase_group("remove", phase, [f"remove:{s}" for s in phase.services])
+        yield _phase_group("remove", phase, [f"remove:{s}" for s in phase.services], {})
 
 
-def _phase_group(verb: str, phase: Phase, members: list[str]) -> Task:
+def _check_exports(plan: Plan) -> Task:
+    imports = plan.external_imports
+    return {
+        "basename": CHECK_EXPORTS,
+        "doc": f"check that the {len(imports)} export(s) imported from outside {plan.app} exist",
+        "actions": [(actions.check_exports, [list(imports), plan.target, plan.state_dir])],
+        "uptodate": [False],
+    }
+
+
+def _phase_group(
+    verb: str, phase: Phase, members: list[str], upstreams: Mapping[str, tuple[str, ...]]
+) -> Task:
+    services = [f"{s} (after {', '.join(upstreams[s])})" if upstreams.get(s) else s for s in phase.services]
     return {
         "basename": f"{verb}-{phase.number}",
-        "doc": f"{verb} {phase.label}: {', '.join(phase.services)}",
+        "doc": f"{verb} {phase.label}: {', '.join(services)}",
         "actions": None,
         "task_dep": members,
     }

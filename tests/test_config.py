@@ -87,7 +87,10 @@ stages:
             "phases.yml: phases[0].services[1]: unknown service 'nope-api' (no folder services/nope-api)",
         ),
         ("phases: [[users-api]]\n", "phases.yml: app: required key is missing"),
-        ("app: shop\n", "phases.yml: phases: required key is missing"),
+        (
+            "app: shop\nphases: sometimes\n",
+            "phases.yml: phases: input should be a valid list, got 'sometimes'",
+        ),
         (
             "app: Shop\nphases: [[users-api]]\n",
             "phases.yml: app: 'Shop' is not a valid app name (lowercase letters, digits and '-', starting with a letter)",
@@ -210,3 +213,24 @@ def test_template_names(tmp_path: Path, name: str) -> None:
     (tmp_path / "services" / "jobs" / name).write_text('{"Resources": {}}')
     app = load(tmp_path, "app: shop\nphases: [[jobs]]\n")
     assert app.services["jobs"].template.name == name
+
+
+@pytest.mark.parametrize("phases", ["", "phases: auto\n"])
+def test_phases_left_to_compute(tmp_path: Path, phases: str) -> None:
+    app = load(tmp_path, f"app: shop\n{phases}")
+    assert app.phases == ()
+    assert list(app.services) == ["orders-api", "users-api"]
+
+
+def test_phases_left_to_compute_keep_the_services_order(tmp_path: Path) -> None:
+    app = load(tmp_path, "app: shop\nservices: {users-api: {}, orders-api: {}}\n")
+    assert list(app.services) == ["users-api", "orders-api"]
+
+
+def test_phases_left_to_compute_without_services(tmp_path: Path) -> None:
+    (tmp_path / "phases.yml").write_text("app: shop\n")
+    with pytest.raises(PhasedoitError) as e:
+        load_config(tmp_path / "phases.yml")
+    assert str(e.value) == (
+        "phases.yml: phases: computed from the imports, but there are no services (no services/*/template.yml)"
+    )

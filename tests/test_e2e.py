@@ -37,7 +37,7 @@ def test_list_shows_the_phases(shop: Path) -> None:
     assert result.stdout.splitlines() == [
         "deploy     deploy shop to stage dev: 2 phases, 3 services, phase by phase",
         "deploy-1   deploy phase 1 'api': checkout-api",
-        "deploy-2   deploy phase 2 'jobs': confirmation-job, reset-cart-job",
+        "deploy-2   deploy phase 2 'jobs': confirmation-job (after checkout-api), reset-cart-job (after checkout-api)",
         "remove     remove shop's stacks of stage dev: 2 phases, 3 services, last phase first",
         "remove-1   remove phase 1 'api': checkout-api",
         "remove-2   remove phase 2 'jobs': confirmation-job, reset-cart-job",
@@ -118,8 +118,8 @@ def test_any_app_with_the_same_dodo(tmp_path: Path, aws_env: dict[str, str], mot
     assert doit(blog, "list").stdout.splitlines()[:4] == [
         "deploy     deploy blog to stage dev: 3 phases, 5 services, phase by phase",
         "deploy-1   deploy phase 1 'apis': users-api, media-api",
-        "deploy-2   deploy phase 2: posts-api, search-api",
-        "deploy-3   deploy phase 3 'jobs': feed-job",
+        "deploy-2   deploy phase 2: posts-api (after users-api), search-api (after media-api)",
+        "deploy-3   deploy phase 3 'jobs': feed-job (after media-api, posts-api)",
     ]
     result = doit(blog, "-n", "4", "deploy")
     assert result.returncode == 0, result.stderr
@@ -132,3 +132,69 @@ def test_any_app_with_the_same_dodo(tmp_path: Path, aws_env: dict[str, str], mot
     ]
     assert doit(blog, "-n", "4", "remove").returncode == 0
     assert stacks(moto) == {}
+
+
+CLASSIC = """app: shop
+phases:
+  - name: api
+    services: [checkout-api, confirmation-job]
+  - [reset-cart-job]
+"""
+
+
+def test_phases_that_contradict_the_imports_stop_before_aws(shop: Path, moto: Moto) -> None:
+    (shop / "phases.yml").write_text(CLASSIC)
+    result = doit(shop, "-n", "4", "deploy")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "phases.yml: phases: confirmation-job (phase 1 'api') imports dev-PurchasedTopicArn from checkout-api"
+        " (phase 1 'api'): move confirmation-job to a phase after 1\n",
+    )
+    assert stacks(moto) == {}
+
+
+HIDDEN_IMPORT = """Parameters:
+  Stage: {Type: String}
+Resources:
+  TopicParameter:
+    Type: AWS::SSM::Parameter
+    Properties:
+      Name: !Sub /${Stage}/confirmation-job/purchased-topic-arn
+      Type: String
+      Value: !ImportValue
+        Fn::Select: [0, [!Sub '${Stage}-CartTableArn']]
+"""
+
+
+def test_a_failure_stops_later_phases(shop: Path, moto: Moto) -> None:
+    # an import phasedoit cannot resolve statically gets past its checks, to fail in CloudFormation
+    (shop / "phases.yml").write_text(CLASSIC)
+    (shop / "services" / "confirmation-job" / "template.yml").write_text(HIDDEN_IMPORT)
+    result = doit(shop, "-n", "4", "deploy")
+    assert result.returncode == 1
+    assert (
+        "warning: services/confirmation-job/template.yml: Resources.TopicParameter.Properties.Value:"
+        " cannot resolve Fn::ImportValue"
+    ) in result.stderr
+    assert "confirmation-job: No export named dev-CartTableArn found." in result.stdout.splitlines()
+    assert "reset-cart-job" not in result.stdout + result.stderr
+    assert "reset-cart-job-dev" not in stacks(moto)
+
+
+def test_an_import_from_outside_the_app_must_exist(shop: Path, moto: Moto) -> None:
+    template = shop / "services" / "reset-cart-job" / "template.yml"
+    template.write_text(
+        template.read_text().replace("${Stage}-PurchasedTopicArn", "${Stage}-CartTableArn", 1)
+    )
+    result = doit(shop, "-n", "4", "deploy")
+    assert result.returncode == 1
+    assert (
+        "reset-cart-job imports dev-CartTableArn, which no service of this app exports"
+        " and which does not exist in the target account/region"
+    ) in result.stdout.splitlines()
+    assert stacks(moto) == {}
+    (shop / "phases.yml").write_text(
+        (shop / "phases.yml").read_text() + "external_exports: ['{stage}-CartTableArn']\n"
+    )
+    assert "check-exports" not in doit(shop, "list").stdout

@@ -192,7 +192,7 @@ def test_computed_phases(deps: dict[str, Dependencies], expected: list[list[str]
     ],
 )
 def test_missing_external_imports(existing: set[str], expected: list[str]) -> None:
-    assert graph.missing_external_imports(graph.build_graph(SHOP), existing) == expected
+    assert graph.missing_external_imports(graph.build_graph(SHOP).external, existing) == expected
 
 
 SMALL = {
