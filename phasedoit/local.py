@@ -307,6 +307,12 @@ def _moto_random() -> Any:
     return mock_random
 
 
+def _fresh_seed(seed: int | None = None) -> int:
+    seed = int.from_bytes(os.urandom(8), "big") if seed is None else seed
+    _moto_random().seed(seed)
+    return seed
+
+
 def _live_stacks() -> Iterator[Any]:
     for regions in _cloudformation_backends().values():
         for backend in regions.values():
@@ -357,14 +363,18 @@ class Snapshots:
             _write_json(self.path, data)
             self.written = encoded
 
-    def seed_next_create(self) -> int:
-        seed = int.from_bytes(os.urandom(8), "big")
-        _moto_random().seed(seed)
-        return seed
-
-    def remember_seed(self, seed: int) -> None:
-        for stack in _live_stacks():
-            self.seeds.setdefault(stack.stack_id, seed)
+    @contextmanager
+    def seeded_create(self) -> Iterator[list[str]]:
+        """Around a CreateStack: remember the seed of the stack(s) it creates; yields their ids."""
+        before = {stack.stack_id for stack in _live_stacks()}
+        created: list[str] = []
+        seed = _fresh_seed()
+        try:
+            yield created
+        finally:
+            created += [stack.stack_id for stack in _live_stacks() if stack.stack_id not in before]
+            self.seeds.update(dict.fromkeys(created, seed))
+            _fresh_seed()  # what follows must not repeat what follows the restored create
 
     def restore(self) -> int:
         data = _read_json(self.path)
@@ -374,13 +384,14 @@ class Snapshots:
             return 0
         for entry in data["stacks"]:
             self._restore_one(entry)
+        _fresh_seed()
         self.save()
         return len(data["stacks"])
 
     def _restore_one(self, entry: dict[str, Any]) -> None:
         backend = _cloudformation_backends()[entry["account"]][entry["region"]]
-        if entry["seed"] is not None:
-            _moto_random().seed(entry["seed"])
+        # a stack created from a change set has no seed yet: it gets one now, stable from then on
+        seed = _fresh_seed() if entry["seed"] is None else _fresh_seed(entry["seed"])
         try:
             backend.create_stack(
                 name=entry["name"],
@@ -400,8 +411,7 @@ class Snapshots:
             if stack.name == entry["name"]:
                 stack.status = entry["status"]
                 stack.creation_time = datetime.datetime.fromisoformat(entry["created"])
-                if entry["seed"] is not None:
-                    self.seeds[stack.stack_id] = entry["seed"]
+                self.seeds[stack.stack_id] = seed
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
@@ -452,16 +462,19 @@ class Gate:
     def _dispatch(
         self, environ: dict[str, Any], start_response: StartResponse, action: str | None
     ) -> list[bytes]:
-        seed = self.snapshots.seed_next_create() if action == "CreateStack" else None
-        result = self.app(environ, start_response)
-        try:
-            body = list(result)  # drain inside the lock: moto may build the body lazily
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        if seed is not None:
-            self.snapshots.remember_seed(seed)
+        if action != "CreateStack":
+            body = _call(self.app, environ, start_response)
+        else:
+            statuses: list[str] = []
+
+            def recording_start_response(status: str, *args: Any) -> Any:
+                statuses.append(status)
+                return start_response(status, *args)
+
+            with self.snapshots.seeded_create() as created:
+                body = _call(self.app, environ, recording_start_response)
+            if statuses and statuses[-1].startswith(("4", "5")):
+                discard_stacks(created)
         if action is not None and not action.startswith(READ_PREFIXES):
             # also after a refused request: moto may have left a stack behind anyway
             self.snapshots.save()
@@ -485,6 +498,32 @@ class Gate:
     def stop(self) -> None:
         with self.lock:
             self.stopping = True
+
+
+def discard_stacks(stack_ids: list[str]) -> None:
+    """Forget the stacks of a refused CreateStack.
+
+    moto refuses a missing export at once but keeps the stack, stuck in CREATE_IN_PROGRESS: a retry
+    gets AlreadyExists, and when an output refers to the failed resource, every DescribeStacks (its
+    outputs are computed on each call) is an HTML 500, for every stack and every parallel deploy.
+    """
+    for regions in _cloudformation_backends().values():
+        for backend in regions.values():
+            for stack_id in stack_ids:
+                backend.stacks.pop(stack_id, None)
+            for name, export in list(backend.exports.items()):
+                if export.exporting_stack_id in stack_ids:
+                    del backend.exports[name]
+
+
+def _call(app: WsgiApp, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    result = app(environ, start_response)
+    try:
+        return list(result)  # drained inside the lock: moto may build the body lazily
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
 
 
 def _respond(

@@ -175,7 +175,10 @@ def test_restart_restores_stacks_and_exports(state_dir: Path) -> None:
     client.update_stack(StackName="gone-dev", TemplateBody=TOPIC.replace("Topic:", "Other:"))
     client.delete_stack(StackName="gone-dev")
     before = deployed(url)
-    assert [stack["StackName"] for stack in before[0]] == ["api-dev", "job-dev"]
+    assert [(stack["StackName"], stack["StackStatus"]) for stack in before[0]] == [
+        ("api-dev", "CREATE_COMPLETE"),
+        ("job-dev", "CREATE_COMPLETE"),
+    ]
     assert [export["Name"] for export in before[1]] == ["dev-PurchasedTopicArn"]
 
     assert stop_endpoint(state_dir) is True
@@ -191,6 +194,19 @@ def test_restart_restores_stacks_and_exports(state_dir: Path) -> None:
     assert job["Parameters"] == [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
     assert job["Outputs"] == [{"OutputKey": "CopyName", "OutputValue": "dev-purchased-topic"}]
     assert endpoint_status(state_dir).stacks == 2
+
+
+def test_refused_create_leaves_no_stack(state_dir: Path) -> None:
+    client = cloudformation(ensure_endpoint(state_dir))
+    stage = [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
+    with pytest.raises(client.exceptions.ClientError) as error:
+        client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=stage)
+    assert error.value.response["Error"]["Message"] == "No export named dev-PurchasedTopicArn found."
+    # without the server's help: the stack stays in CREATE_IN_PROGRESS and this call is an HTML 500
+    assert client.describe_stacks()["Stacks"] == []
+    client.create_stack(StackName="api-dev", TemplateBody=EXPORTER)
+    client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=stage)  # no AlreadyExists
+    assert [stack["StackStatus"] for stack in client.describe_stacks()["Stacks"]] == ["CREATE_COMPLETE"] * 2
 
 
 def test_saved_state_stays_bounded(state_dir: Path) -> None:
@@ -285,3 +301,29 @@ def test_cli_status_and_stop(state_dir: Path, capsys: pytest.CaptureFixture[str]
         check=True,
     )
     assert re.fullmatch(r"local endpoint: not running \(saved state: 1 stack, \d+ B\)\n", run.stdout)
+
+
+MISSING_MOTO = """
+import pathlib, sys
+from phasedoit.errors import PhasedoitError
+from phasedoit.local import ensure_endpoint
+try:
+    ensure_endpoint(pathlib.Path(".phasedoit"))
+except PhasedoitError as error:
+    sys.exit(str(error))
+"""
+
+
+def test_missing_moto_is_one_line(tmp_path: Path) -> None:
+    # -S: no site-packages, hence no moto; the standard library and this package (PYTHONPATH) remain
+    run = subprocess.run(
+        [sys.executable, "-S", "-c", MISSING_MOTO],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert run.stderr == "local endpoint needs moto's server: pip install 'moto[server]'\n"
+    assert not (tmp_path / ".phasedoit" / "local" / "server.log").exists()
