@@ -1,0 +1,329 @@
+"""The local endpoint, through real server processes and the real boto3 client over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from phasedoit import cli
+from phasedoit.errors import PhasedoitError
+from phasedoit.local import (
+    IDLE_TIMEOUT_ENV,
+    endpoint_status,
+    ensure_endpoint,
+    format_status,
+    local_paths,
+    main,
+    stop_endpoint,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+EXPORTER = """
+Resources:
+  Topic:
+    Type: AWS::SNS::Topic
+Outputs:
+  TopicArn:
+    Value: !Ref Topic
+    Export:
+      Name: dev-PurchasedTopicArn
+"""
+
+IMPORTER = """
+Parameters:
+  Stage:
+    Type: String
+Resources:
+  Copy:
+    Type: AWS::SSM::Parameter
+    Properties:
+      Name: !Sub "${Stage}-purchased-topic"
+      Type: String
+      Value: !ImportValue dev-PurchasedTopicArn
+Outputs:
+  CopyName:
+    Value: !Ref Copy
+"""
+
+TOPIC = """
+Resources:
+  Topic:
+    Type: AWS::SNS::Topic
+"""
+
+
+def server_pids(state_dir: Path) -> list[int]:
+    """Every server process serving this state dir (Linux /proc), however it was started."""
+    wanted = str(state_dir.resolve())
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"phasedoit.local" in argv and b"serve" in argv and wanted.encode() in argv:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    state = tmp_path / ".phasedoit"
+    yield state
+    stop_endpoint(state)
+    for pid in server_pids(state):  # a second server, if a test failed to prevent one
+        os.kill(pid, signal.SIGKILL)
+
+
+def cloudformation(url: str) -> Any:
+    # a session of its own: clients are created from several threads at once
+    return boto3.session.Session().client(
+        "cloudformation",
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
+        region_name="us-east-1",
+    )
+
+
+def deployed(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    client = cloudformation(url)
+    keys = ("StackName", "StackId", "StackStatus", "Outputs", "Parameters", "Tags", "CreationTime")
+    stacks = [{key: stack.get(key) for key in keys} for stack in client.describe_stacks()["Stacks"]]
+    return stacks, client.list_exports()["Exports"]
+
+
+def test_start_reuse_status_stop(state_dir: Path) -> None:
+    assert (
+        format_status(endpoint_status(state_dir))
+        == "local endpoint: not running (saved state: 0 stacks, 0 B)"
+    )
+
+    url = ensure_endpoint(state_dir)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+    status = endpoint_status(state_dir)
+    assert (status.running, status.url, status.stacks) == (True, url, 0)
+    assert status.pid is not None
+    assert alive(status.pid)
+    assert re.fullmatch(
+        rf"local endpoint: running at {url} \(pid {status.pid}\), up \d+s, 0 stacks, saved state 0 B",
+        format_status(status),
+    )
+    # warm before returning: a CloudFormation call answers at once
+    started = time.monotonic()
+    assert cloudformation(url).list_stacks()["StackSummaries"] == []
+    assert time.monotonic() - started < 1.0
+
+    started = time.monotonic()
+    assert ensure_endpoint(state_dir) == url
+    assert time.monotonic() - started < 0.5
+    assert endpoint_status(state_dir).pid == status.pid
+    assert server_pids(state_dir) == [status.pid]
+
+    started = time.monotonic()
+    assert stop_endpoint(state_dir) is True
+    assert time.monotonic() - started < 2.0
+    assert not alive(status.pid)
+    assert not local_paths(state_dir).endpoint.exists()
+    assert endpoint_status(state_dir).running is False
+    assert stop_endpoint(state_dir) is False
+
+
+def test_listens_on_loopback_only(state_dir: Path) -> None:
+    port = int(ensure_endpoint(state_dir).rsplit(":", 1)[1])
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if int(hex_port, 16) == port and state == "0A":  # 0A: LISTEN
+                listening.append(address)
+    assert listening == ["0100007F"]  # 127.0.0.1, little-endian; nothing on 0.0.0.0 or ::
+
+
+def test_restart_restores_stacks_and_exports(state_dir: Path) -> None:
+    url = ensure_endpoint(state_dir)
+    client = cloudformation(url)
+    client.create_stack(StackName="api-dev", TemplateBody=EXPORTER, Tags=[{"Key": "app", "Value": "shop"}])
+    client.create_stack(
+        StackName="job-dev",
+        TemplateBody=IMPORTER,
+        Parameters=[{"ParameterKey": "Stage", "ParameterValue": "dev"}],
+    )
+    client.create_stack(StackName="gone-dev", TemplateBody=TOPIC)
+    client.update_stack(StackName="gone-dev", TemplateBody=TOPIC.replace("Topic:", "Other:"))
+    client.delete_stack(StackName="gone-dev")
+    before = deployed(url)
+    assert [(stack["StackName"], stack["StackStatus"]) for stack in before[0]] == [
+        ("api-dev", "CREATE_COMPLETE"),
+        ("job-dev", "CREATE_COMPLETE"),
+    ]
+    assert [export["Name"] for export in before[1]] == ["dev-PurchasedTopicArn"]
+
+    assert stop_endpoint(state_dir) is True
+    status = endpoint_status(state_dir)
+    assert (status.running, status.stacks) == (False, 2)
+    assert status.saved_bytes == local_paths(state_dir).snapshot.stat().st_size
+
+    url = ensure_endpoint(state_dir)
+    # same stack ids, statuses, outputs (the topic's generated name), parameters, tags, exports
+    assert deployed(url) == before
+    api, job = before[0]
+    assert api["Tags"] == [{"Key": "app", "Value": "shop"}]
+    assert job["Parameters"] == [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
+    assert job["Outputs"] == [{"OutputKey": "CopyName", "OutputValue": "dev-purchased-topic"}]
+    assert endpoint_status(state_dir).stacks == 2
+
+
+def test_refused_create_leaves_no_stack(state_dir: Path) -> None:
+    client = cloudformation(ensure_endpoint(state_dir))
+    stage = [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
+    with pytest.raises(client.exceptions.ClientError) as error:
+        client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=stage)
+    assert error.value.response["Error"]["Message"] == "No export named dev-PurchasedTopicArn found."
+    # without the server's help: the stack stays in CREATE_IN_PROGRESS and this call is an HTML 500
+    assert client.describe_stacks()["Stacks"] == []
+    client.create_stack(StackName="api-dev", TemplateBody=EXPORTER)
+    client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=stage)  # no AlreadyExists
+    assert [stack["StackStatus"] for stack in client.describe_stacks()["Stacks"]] == ["CREATE_COMPLETE"] * 2
+
+
+def test_saved_state_stays_bounded(state_dir: Path) -> None:
+    client = cloudformation(ensure_endpoint(state_dir))
+    snapshot = local_paths(state_dir).snapshot
+    client.create_stack(StackName="api-dev", TemplateBody=EXPORTER)
+    size = snapshot.stat().st_size
+    for round_ in range(5):
+        client.create_stack(StackName=f"tmp-{round_}", TemplateBody=TOPIC)
+        client.delete_stack(StackName=f"tmp-{round_}")
+    assert snapshot.stat().st_size == size
+    assert [stack["name"] for stack in json.loads(snapshot.read_text())["stacks"]] == ["api-dev"]
+
+
+def test_parallel_callers_start_one_server(state_dir: Path) -> None:
+    code = "import sys, pathlib, phasedoit.local as l; print(l.ensure_endpoint(pathlib.Path(sys.argv[1])))"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    callers = [
+        subprocess.Popen([sys.executable, "-c", code, str(state_dir)], stdout=subprocess.PIPE, env=env)
+        for _ in range(4)
+    ]
+    urls = {caller.communicate(timeout=60)[0].decode().strip() for caller in callers}
+    assert [caller.returncode for caller in callers] == [0, 0, 0, 0]
+    assert len(urls) == 1
+    assert len(server_pids(state_dir)) == 1
+
+
+def test_parallel_requests_are_served(state_dir: Path) -> None:
+    url = ensure_endpoint(state_dir)
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        client = cloudformation(url)
+        try:
+            for call in range(20):
+                if call % 5 == 0:
+                    client.create_stack(StackName=f"load-{worker}-{call}", TemplateBody=TOPIC)
+                else:
+                    client.describe_stacks()  # iterates every stack while others create: moto's race
+        except Exception as error:  # collected, and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert endpoint_status(state_dir).stacks == 16 * 4
+
+
+def test_idle_stop(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(IDLE_TIMEOUT_ENV, "2")
+    ensure_endpoint(state_dir)
+    pid = endpoint_status(state_dir).pid
+    assert pid is not None
+    deadline = time.monotonic() + 15
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid)
+    assert not local_paths(state_dir).endpoint.exists()
+    assert "idle for 2 s: stopping" in local_paths(state_dir).log.read_text()
+
+
+def test_bad_idle_timeout_is_a_user_error(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(IDLE_TIMEOUT_ENV, "soon")
+    with pytest.raises(PhasedoitError) as error:
+        ensure_endpoint(state_dir)
+    assert str(error.value) == "PHASEDOIT_LOCAL_IDLE_TIMEOUT: expected a number of seconds, got 'soon'"
+
+
+def test_cli_status_and_stop(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = ensure_endpoint(state_dir)
+    cloudformation(url).create_stack(StackName="api-dev", TemplateBody=EXPORTER)
+
+    assert main(["--state-dir", str(state_dir), "status"]) == 0
+    assert re.fullmatch(
+        rf"local endpoint: running at {url} \(pid \d+\), up \d+s, 1 stack, saved state \d+ B\n",
+        capsys.readouterr().out,
+    )
+    assert cli.main(["local", "stop", "--state-dir", str(state_dir)]) == 0
+    assert capsys.readouterr().out == "local endpoint: stopped\n"
+    assert cli.main(["local", "stop", "--state-dir", str(state_dir)]) == 0
+    assert capsys.readouterr().out == "local endpoint: not running\n"
+
+    run = subprocess.run(
+        [sys.executable, "-m", "phasedoit.local", "status"],
+        cwd=state_dir.parent,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert re.fullmatch(r"local endpoint: not running \(saved state: 1 stack, \d+ B\)\n", run.stdout)
+
+
+MISSING_MOTO = """
+import pathlib, sys
+from phasedoit.errors import PhasedoitError
+from phasedoit.local import ensure_endpoint
+try:
+    ensure_endpoint(pathlib.Path(".phasedoit"))
+except PhasedoitError as error:
+    sys.exit(str(error))
+"""
+
+
+def test_missing_moto_is_one_line(tmp_path: Path) -> None:
+    # -S: no site-packages, hence no moto; the standard library and this package (PYTHONPATH) remain
+    run = subprocess.run(
+        [sys.executable, "-S", "-c", MISSING_MOTO],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert run.stderr == "local endpoint needs moto's server: pip install 'moto[server]'\n"
+    assert not (tmp_path / ".phasedoit" / "local" / "server.log").exists()
