@@ -295,14 +295,14 @@ def _wait_until_ready(paths: Paths, process: subprocess.Popen[bytes]) -> str:
 
 
 def _cloudformation_backends() -> Any:
-    from moto.cloudformation.models import cloudformation_backends  # noqa: PLC0415 - see _moto_random
+    from moto.cloudformation.models import cloudformation_backends
 
     return cloudformation_backends
 
 
 def _moto_random() -> Any:
     # moto is imported by the server process only: it is optional, and slow to import (~0.7 s)
-    from moto.moto_api._internal import mock_random  # noqa: PLC0415
+    from moto.moto_api._internal import mock_random
 
     return mock_random
 
@@ -535,7 +535,7 @@ def _respond(
 
 def _warm(app: WsgiApp) -> None:
     """One CloudFormation call in-process: moto loads its backends and Flask app on the first one."""
-    from werkzeug.test import Client  # noqa: PLC0415 - see _moto_random
+    from werkzeug.test import Client
 
     body = "Action=ListStacks&Version=2010-05-15"
     headers = {"Authorization": WARM_AUTH, "Content-Type": "application/x-www-form-urlencoded"}
@@ -545,12 +545,12 @@ def _warm(app: WsgiApp) -> None:
 
 
 def serve(state_dir: Path, idle_timeout: float) -> int:
-    from moto.moto_server.werkzeug_app import (  # noqa: PLC0415 - see _moto_random
+    from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
         create_backend_app,
     )
-    from werkzeug.serving import make_server  # noqa: PLC0415 - see _moto_random
+    from werkzeug.serving import make_server
 
     class QuietHandler(MotoRequestHandler):
         def log_request(self, *args: object) -> None:

@@ -102,7 +102,7 @@ def cloudformation(url: str) -> Any:
         "cloudformation",
         endpoint_url=url,
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
+        aws_secret_access_key="testing",
         region_name="us-east-1",
     )
 
