@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import sys
 import time
@@ -15,37 +13,46 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from phasedoit.errors import PhasedoitError
-from phasedoit.stack import StackSpec, Target
+from phasedoit.stack import FINGERPRINT_TAG, StackSpec, Target, value_hash
 
 # Outputs are kept in doit's state file; account ids (inside ARNs and queue URLs) must not be.
 ACCOUNT_ID = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
 
 
 def deploy_service(
-    service: str, stack: StackSpec, target: Target, state_dir: str
+    service: str, stack: StackSpec, target: Target, run: str, task: Any
 ) -> dict[str, Any] | TaskFailed:
-    """Deploy one service's stack; its outputs (account ids masked) become the task's values."""
+    """Deploy one service's stack, tagged with the fingerprint its uptodate check computed.
+
+    The task's values: outputs (account ids masked), and each export's value hash with this run's id, so
+    that its importers' checks later in this run see what it exports now.
+    """
     from phasedoit import cloudformation  # boto3 loads in the workers, not when doit lists tasks
 
+    meta = task.meta["phasedoit"]
+    fingerprint = {FINGERPRINT_TAG: meta["fingerprint"]} if "fingerprint" in meta else {}
+    say = _say(service)
+    if meta.get("reasons"):
+        say(f"deploying: {'; '.join(meta['reasons'])}")
     started = time.monotonic()
     try:
-        cfn = cloudformation.client(resolve_target(target, state_dir))
-        result = cloudformation.deploy_stack(cfn, stack, _say(service))
+        cfn = cloudformation.client(resolve_target(target))
+        result = cloudformation.deploy_stack(cfn, replace(stack, tags={**stack.tags, **fingerprint}), say)
     except PhasedoitError as e:
         return TaskFailed(f"{service}: {e}")
-    _say(service)(f"{result.action} {stack.name} in {time.monotonic() - started:.1f}s")
+    say(f"{result.action} {stack.name} in {time.monotonic() - started:.1f}s")
     return {
-        "stack": stack.name,
+        "run": run,
         "outputs": {key: ACCOUNT_ID.sub("<account>", value) for key, value in result.outputs.items()},
-        "exports_digest": digest(result.exports),
+        "exports": {name: value_hash(value) for name, value in result.exports.items()},
     }
 
 
-def remove_service(service: str, stack_name: str, target: Target, state_dir: str) -> TaskFailed | None:
+def remove_service(service: str, stack_name: str, target: Target) -> TaskFailed | None:
     from phasedoit import cloudformation
 
     try:
-        cfn = cloudformation.client(resolve_target(target, state_dir))
+        cfn = cloudformation.client(resolve_target(target))
         removed = cloudformation.remove_stack(cfn, stack_name, _say(service))
     except PhasedoitError as e:
         return TaskFailed(f"{service}: {e}")
@@ -53,29 +60,25 @@ def remove_service(service: str, stack_name: str, target: Target, state_dir: str
     return None
 
 
-def check_exports(imports: list[tuple[str, str]], target: Target, state_dir: str) -> TaskFailed | None:
+def check_exports(imports: list[tuple[str, str]], target: Target) -> TaskFailed | None:
     """Imports from outside the app must exist before anything deploys: one ListExports listing."""
     from phasedoit import cloudformation, graph
 
     try:
-        existing = cloudformation.export_names(cloudformation.client(resolve_target(target, state_dir)))
+        existing = cloudformation.export_names(cloudformation.client(resolve_target(target)))
     except PhasedoitError as e:
         return TaskFailed(str(e))
     missing = graph.missing_external_imports(imports, existing)
     return TaskFailed("\n".join(missing)) if missing else None
 
 
-def resolve_target(target: Target, state_dir: str) -> Target:
+def resolve_target(target: Target) -> Target:
     """The embedded endpoint's address is known only once it runs: start it (or find it) here."""
     if not target.local or target.endpoint:
         return target
     from phasedoit import local
 
-    return replace(target, endpoint=local.ensure_endpoint(Path(state_dir)))
-
-
-def digest(values: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+    return replace(target, endpoint=local.ensure_endpoint(Path(target.local)))
 
 
 def _say(service: str) -> Callable[[str], None]:

@@ -82,6 +82,7 @@ class ServiceSettings(_Model):
     parameters: dict[str, ParameterValue] = {}
     tags: dict[str, Text] = {}
     capabilities: list[Capability] = []
+    exclude: list[str] = []  # file patterns that are not part of what the service deploys
 
     @field_validator("stack_name")
     @classmethod

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from phasedoit import graph, templates
+from phasedoit.changes import DEFAULT_EXCLUDE, Inputs, digest
 from phasedoit.config import (
     CONFIG_NAME,
     DEFAULT_STAGE,
@@ -25,16 +28,18 @@ from phasedoit.tasks import Plan, Task, deploy_tasks, remove_tasks
 STATE_DIR = ".phasedoit"
 
 
-def doit_namespace(dodo_file: str, stage: str | None = None) -> dict[str, Any]:
+def doit_namespace(dodo_file: str) -> dict[str, Any]:
     """`DOIT_CONFIG` and the task creators for the app beside `dodo_file`; a user error exits 1, untraced."""
     from doit import get_var
 
     root = Path(dodo_file).resolve().parent
     try:
-        plan = plan_stage(load_config(root / CONFIG_NAME), stage or get_var("stage"), os.environ)
+        plan = plan_stage(load_config(root / CONFIG_NAME), get_var("stage"), os.environ, get_var("force"))
     except PhasedoitError as e:
         sys.exit(str(e))
     (root / STATE_DIR).mkdir(exist_ok=True)
+    # doit saves its state at the end of a run, and on Ctrl-C but not on SIGTERM: make them alike
+    signal.signal(signal.SIGTERM, _interrupt)
     return {
         "DOIT_CONFIG": {
             "default_tasks": ["deploy"],
@@ -47,35 +52,60 @@ def doit_namespace(dodo_file: str, stage: str | None = None) -> dict[str, Any]:
     }
 
 
-def plan_stage(app: App, stage: str | None, environ: Mapping[str, str]) -> Plan:
+def plan_stage(app: App, stage: str | None, environ: Mapping[str, str], force: str | None = None) -> Plan:
+    """The tasks' data for one stage, every check that needs no AWS call done; `force`: `all` or services."""
     stage = select_stage(app, stage or environ.get("PHASEDOIT_STAGE") or DEFAULT_STAGE)
     settings = app.stages.get(stage, StageSettings())
-    where = target(settings, environ)
+    where = target(settings, environ, app.root / STATE_DIR)
     stacks: dict[str, StackSpec] = {}
     dependencies: dict[str, templates.Dependencies] = {}
     for name, service in app.services.items():
         stacks[name], dependencies[name] = plan_service(app, service, stage, settings, where)
     for warning in (w for deps in dependencies.values() for w in deps.warnings):
         print(f"warning: {warning}", file=sys.stderr)
-    dependency_graph = graph.build_graph(dependencies)
-    phases = app.phases or tuple(graph.as_phases(graph.computed_phases(dependency_graph)))
-    problems = graph.validate(dependency_graph, phases)
+    edges = graph.build_graph(dependencies)
+    phases = app.phases or tuple(graph.as_phases(graph.computed_phases(edges)))
+    problems = graph.validate(edges, phases)
     if problems:
         raise PhasedoitError("\n".join(f"{CONFIG_NAME}: phases: {problem}" for problem in problems))
     known = {name.format(stage=stage) for name in app.external_exports}
+    imports = {
+        name: tuple((e.export, e.exporter) for e in edges.edges if e.importer == name) for name in stacks
+    }
     return Plan(
         app.name,
         stage,
         phases,
         stacks,
         where,
-        str(app.root / STATE_DIR),
-        upstreams={
-            s: tuple(dict.fromkeys(e.exporter for e in dependency_graph.edges if e.importer == s))
-            for s in stacks
-        },
-        external_imports=tuple((imp, exp) for imp, exp in dependency_graph.external if exp not in known),
+        run=uuid.uuid4().hex,
+        upstreams={name: tuple(dict.fromkeys(exporter for _, exporter in imports[name])) for name in stacks},
+        external_imports=tuple((imp, exp) for imp, exp in edges.external if exp not in known),
+        inputs={name: inputs(app.services[name], stacks[name], where, imports[name]) for name in stacks},
+        force=select_forced(app, force),
     )
+
+
+def inputs(service: Service, stack: StackSpec, where: Target, imports: tuple[tuple[str, str], ...]) -> Inputs:
+    settings = [
+        stack.name,
+        stack.body,
+        stack.parameters,
+        stack.tags,
+        stack.capabilities,
+        where.region,
+        where.endpoint,
+    ]
+    exclude = DEFAULT_EXCLUDE + tuple(service.settings.exclude)
+    return Inputs(str(service.folder), exclude, digest(settings), imports)
+
+
+def select_forced(app: App, force: str | None) -> frozenset[str]:
+    forced = frozenset(name.strip() for name in (force or "").split(",") if name.strip())
+    unknown = sorted(forced - set(app.services) - {"all"})
+    if unknown:
+        raise PhasedoitError(f"force: no service {', '.join(map(repr, unknown))} in {CONFIG_NAME}")
+    return forced
 
 
 def select_stage(app: App, stage: str) -> str:
@@ -122,13 +152,13 @@ def pseudo_parameters(stack_name: str, region: str | None, account: str | None) 
     return known
 
 
-def target(settings: StageSettings, environ: Mapping[str, str]) -> Target:
+def target(settings: StageSettings, environ: Mapping[str, str], state_dir: Path) -> Target:
     """Where CloudFormation is for a stage: as for the AWS CLI, an environment variable beats phases.yml."""
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or settings.region
     if environ.get("AWS_ENDPOINT_URL") or environ.get("AWS_ENDPOINT_URL_CLOUDFORMATION"):
         return Target(region)  # boto3 reads the endpoint variables itself
     if settings.endpoint == "local":
-        return Target(region or "us-east-1", local=True)
+        return Target(region or "us-east-1", local=str(state_dir))
     return Target(region, settings.endpoint)
 
 
@@ -138,3 +168,7 @@ def _creator(make: Callable[[Plan], Iterator[Task]], plan: Plan) -> Callable[[],
 
     create.__doc__ = make.__doc__
     return create
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+
+FINGERPRINT_TAG = "phasedoit:fingerprint"
 
 
 @dataclass(frozen=True)
@@ -11,7 +14,7 @@ class Target:
 
     region: str | None = None
     endpoint: str | None = None
-    local: bool = False
+    local: str | None = None  # the embedded endpoint of the app whose state folder this is
 
 
 @dataclass(frozen=True)
@@ -21,3 +24,17 @@ class StackSpec:
     parameters: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RemoteStack:
+    """A deployed stack as one listing shows it."""
+
+    status: str
+    fingerprint: str | None  # phasedoit's tag: what it deployed there last
+    exports: dict[str, str]  # export name -> value_hash(value)
+
+
+def value_hash(value: str) -> str:
+    """Export values are compared by hash: they hold account ids, which stay out of doit's state file."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from phasedoit import actions
+from phasedoit.changes import Inputs, UpToDate
 from phasedoit.config import Phase
 from phasedoit.stack import StackSpec, Target
 
@@ -23,9 +24,11 @@ class Plan:
     phases: Sequence[Phase]
     stacks: dict[str, StackSpec]
     target: Target
-    state_dir: str
+    run: str = ""  # this run's id: an exporter's values tell its importers' checks it deployed in this run
     upstreams: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # the services each imports from
     external_imports: tuple[tuple[str, str], ...] = ()  # (importer, export) no service of the app exports
+    inputs: Mapping[str, Inputs] = field(default_factory=dict)
+    force: frozenset[str] = frozenset()  # services deployed even if up to date; "all" for every one
 
 
 def deploy_tasks(plan: Plan) -> Iterator[Task]:
@@ -45,11 +48,16 @@ def deploy_tasks(plan: Plan) -> Iterator[Task]:
                 "basename": "deploy",
                 "name": service,
                 "doc": f"deploy {plan.stacks[service].name} ({phase.label})",
-                "actions": [
-                    (actions.deploy_service, [service, plan.stacks[service], plan.target, plan.state_dir])
-                ],
+                "actions": [(actions.deploy_service, [service, plan.stacks[service], plan.target, plan.run])],
+                "uptodate": [_check(plan, service)],
                 "task_dep": before,
-                "meta": {"phasedoit": {"service": service, "phase": phase.number}},
+                "meta": {
+                    "phasedoit": {
+                        "service": service,
+                        "phase": phase.label,
+                        "upstreams": plan.upstreams.get(service, ()),
+                    }
+                },
             }
         yield _phase_group("deploy", phase, [f"deploy:{s}" for s in phase.services], plan.upstreams)
 
@@ -69,12 +77,16 @@ def remove_tasks(plan: Plan) -> Iterator[Task]:
                 "basename": "remove",
                 "name": service,
                 "doc": f"remove {stack} ({phase.label})",
-                "actions": [(actions.remove_service, [service, stack, plan.target, plan.state_dir])],
+                "actions": [(actions.remove_service, [service, stack, plan.target])],
                 "task_dep": after,
                 "uptodate": [False],
-                "meta": {"phasedoit": {"service": service, "phase": phase.number}},
             }
         yield _phase_group("remove", phase, [f"remove:{s}" for s in phase.services], {})
+
+
+def _check(plan: Plan, service: str) -> UpToDate:
+    forced = bool({service, "all"} & plan.force)
+    return UpToDate(plan.stacks[service].name, plan.inputs[service], plan.target, plan.run, forced)
 
 
 def _check_exports(plan: Plan) -> Task:
@@ -82,7 +94,7 @@ def _check_exports(plan: Plan) -> Task:
     return {
         "basename": CHECK_EXPORTS,
         "doc": f"check that the {len(imports)} export(s) imported from outside {plan.app} exist",
-        "actions": [(actions.check_exports, [list(imports), plan.target, plan.state_dir])],
+        "actions": [(actions.check_exports, [list(imports), plan.target])],
         "uptodate": [False],
     }
 

@@ -38,7 +38,7 @@ def spec(name: str, template: Mapping[str, Any], **parameters: str) -> StackSpec
 
 
 def deploy(moto: Moto, stack: StackSpec, said: list[str] | None = None) -> cloudformation.Deployed:
-    cfn = cloudformation.client(Target("us-east-1", moto.url, local=True))
+    cfn = cloudformation.client(Target("us-east-1", moto.url, local="unused"))
     return cloudformation.deploy_stack(cfn, stack, (said if said is not None else []).append, FAST)
 
 
@@ -89,7 +89,7 @@ def test_an_error_page_instead_of_an_answer_is_one_line(moto: Moto) -> None:
 
 
 def test_unreachable_endpoint() -> None:
-    cfn = cloudformation.client(Target("us-east-1", "http://127.0.0.1:9", local=True), attempts=1)
+    cfn = cloudformation.client(Target("us-east-1", "http://127.0.0.1:9", local="unused"), attempts=1)
     with pytest.raises(PhasedoitError) as e:
         cloudformation.deploy_stack(cfn, spec("a-dev", EXPORTER), print, FAST)
     assert str(e.value) == "cannot reach CloudFormation at http://127.0.0.1:9/"
@@ -97,7 +97,7 @@ def test_unreachable_endpoint() -> None:
 
 def test_remove(moto: Moto) -> None:
     deploy(moto, spec("a-dev", EXPORTER, Stage="dev"))
-    cfn = cloudformation.client(Target("us-east-1", moto.url, local=True))
+    cfn = cloudformation.client(Target("us-east-1", moto.url, local="unused"))
     said: list[str] = []
     assert cloudformation.remove_stack(cfn, "a-dev", said.append, FAST) is True
     assert cloudformation.remove_stack(cfn, "a-dev", said.append, FAST) is False

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from phasedoit import actions
+from phasedoit.changes import Inputs
 from phasedoit.config import Phase
 from phasedoit.stack import StackSpec, Target
 from phasedoit.tasks import Plan, deploy_tasks, remove_tasks
@@ -21,7 +23,12 @@ PLAN = Plan(
         for name in ("users-api", "orders-api", "billing-job", "audit-job")
     },
     target=TARGET,
-    state_dir="/app/.phasedoit",
+    run="run-1",
+    inputs={
+        name: Inputs(f"/app/services/{name}", (), "settings", ())
+        for name in ("users-api", "orders-api", "billing-job", "audit-job")
+    },
+    force=frozenset({"billing-job"}),
 )
 
 
@@ -58,11 +65,22 @@ def test_deploy_docs_name_the_phases() -> None:
 def test_deploy_action_is_plain_data() -> None:
     task = by_name(list(deploy_tasks(PLAN)))["deploy:orders-api"]
     assert task["actions"] == [
-        (
-            actions.deploy_service,
-            ["orders-api", StackSpec("orders-api-prod", "{}"), TARGET, "/app/.phasedoit"],
-        )
+        (actions.deploy_service, ["orders-api", StackSpec("orders-api-prod", "{}"), TARGET, "run-1"])
     ]
+
+
+def test_deploy_checks_and_forcing() -> None:
+    tasks = by_name(list(deploy_tasks(PLAN)))
+    checks = {name: tasks[f"deploy:{name}"]["uptodate"][0] for name in PLAN.stacks}
+    assert {name: check.force for name, check in checks.items()} == {
+        "users-api": False, "orders-api": False, "billing-job": True, "audit-job": False,
+    }  # fmt: skip
+    assert (checks["audit-job"].stack, checks["audit-job"].inputs.folder) == (
+        "audit-job-prod",
+        "/app/services/audit-job",
+    )
+    everything = by_name(list(deploy_tasks(replace(PLAN, force=frozenset({"all"})))))
+    assert all(everything[f"deploy:{name}"]["uptodate"][0].force for name in PLAN.stacks)
 
 
 def test_remove_graph_is_reversed() -> None:
@@ -81,10 +99,10 @@ def test_remove_graph_is_reversed() -> None:
         tasks["remove"]["doc"] == "remove shop's stacks of stage prod: 3 phases, 4 services, last phase first"
     )
     assert tasks["remove:users-api"]["actions"] == [
-        (actions.remove_service, ["users-api", "users-api-prod", TARGET, "/app/.phasedoit"])
+        (actions.remove_service, ["users-api", "users-api-prod", TARGET])
     ]
 
 
 def test_one_phase_one_service() -> None:
-    plan = Plan("a", "dev", (Phase(1, None, ("only",)),), {"only": StackSpec("only-dev", "{}")}, TARGET, "/s")
+    plan = Plan("a", "dev", (Phase(1, None, ("only",)),), {"only": StackSpec("only-dev", "{}")}, TARGET)
     assert next(deploy_tasks(plan))["doc"] == "deploy a to stage dev: 1 phase, 1 service, phase by phase"

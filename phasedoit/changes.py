@@ -1,0 +1,165 @@
+"""Is a service up to date? Its fingerprint (files, settings, upstream exports) against its stack's tag.
+
+The cloud is the source of truth: each deployed stack carries the fingerprint of what phasedoit deployed,
+so a run with no local state (a fresh CI checkout) skips what is already there. Local state (doit's values)
+only adds the detail to say *why* a service deploys.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from doit.task import UptodateCalculator
+
+from phasedoit.errors import PhasedoitError
+from phasedoit.stack import RemoteStack, Target
+
+# Never part of what a service deploys: VCS folders, caches, installed packages, build outputs of tools.
+DEFAULT_EXCLUDE = (
+    ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+    "node_modules", ".venv", ".serverless", ".aws-sam", ".DS_Store", ".phasedoit",
+)  # fmt: skip
+DEPLOYED = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"}
+
+
+def digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def file_hashes(folder: Path, exclude: Iterable[str]) -> dict[str, str]:
+    """Content hash of every file under `folder` by its relative path: timestamps never matter."""
+    patterns = tuple(exclude)
+    hashes: dict[str, str] = {}
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _excluded(d, patterns))
+        for name in sorted(files):
+            path = Path(top, name)
+            relative = path.relative_to(folder).as_posix()
+            if not _excluded(name, patterns) and not _excluded(relative, patterns):
+                hashes[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a service deploys, known before any AWS call."""
+
+    folder: str
+    exclude: tuple[str, ...]
+    settings: str  # digest of stack name, template body, parameters, tags, capabilities, region, endpoint
+    imports: tuple[tuple[str, str], ...]  # (export, the service of this app exporting it)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    files: dict[str, str]
+    settings: str
+    upstream: dict[str, str]  # imported export -> hash of its value
+
+    @property
+    def value(self) -> str:
+        return digest([self.files, self.settings, self.upstream])[:40]
+
+    def saved(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.value,
+            "files": self.files,
+            "settings": self.settings,
+            "upstream": self.upstream,
+        }
+
+
+def reasons(current: Fingerprint, last: Mapping[str, Any], remote: RemoteStack | None) -> list[str]:
+    """Why the service must deploy; none when its stack carries the current fingerprint."""
+    if remote is None:
+        return ["stack missing" if last.get("fingerprint") else "never deployed"]
+    if remote.status not in DEPLOYED:
+        return [f"stack is {remote.status}"]
+    if remote.fingerprint == current.value:
+        return []
+    if not last.get("fingerprint"):
+        return [
+            "stack not deployed by phasedoit" if not remote.fingerprint else "no local record of its deploy"
+        ]
+    found = _changed_files(last.get("files", {}), current.files)
+    if last.get("settings") != current.settings:
+        found.append("changed settings")
+    before = last.get("upstream", {})
+    changed = sorted(k for k in {*current.upstream, *before} if current.upstream.get(k) != before.get(k))
+    if changed:
+        found.append(f"changed upstream: {', '.join(changed)}")
+    return found or ["stack changed outside phasedoit"]
+
+
+def _changed_files(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    changed = sorted(path for path in {*before, *now} if before.get(path) != now.get(path))
+    if not changed:
+        return []
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    return [f"changed files: {shown}"]
+
+
+# One listing of the target's stacks per run (doit runs uptodate checks one at a time in its main process).
+_listings: dict[Target, dict[str, RemoteStack] | PhasedoitError] = {}
+
+
+def remote_stacks(target: Target) -> dict[str, RemoteStack]:
+    if target not in _listings:
+        from phasedoit import cloudformation
+        from phasedoit.actions import resolve_target
+
+        try:
+            _listings[target] = cloudformation.list_stacks(cloudformation.client(resolve_target(target)))
+        except PhasedoitError as e:
+            _listings[target] = e  # one failed listing a run is enough
+    listing = _listings[target]
+    if isinstance(listing, PhasedoitError):
+        raise listing
+    return listing
+
+
+class UpToDate(UptodateCalculator):  # type: ignore[misc]
+    """doit's uptodate check of a deploy task; hands the fingerprint to the action through `task.meta`."""
+
+    def __init__(self, stack: str, inputs: Inputs, target: Target, run: str, force: bool) -> None:
+        self.stack, self.inputs, self.target, self.run, self.force = stack, inputs, target, run, force
+
+    def setup(self, dep_manager: Any, tasks_dict: Any) -> None:
+        self.dep_manager = dep_manager
+
+    def __call__(self, task: Any, values: Mapping[str, Any]) -> bool:
+        try:
+            listing = remote_stacks(self.target)
+        except PhasedoitError as e:
+            # the deploy runs, and fails with this error as one line, rather than doit with a traceback
+            task.meta["phasedoit"].update(error=str(e), reasons=[f"cannot list its stack: {e}"])
+            return False
+        files = file_hashes(Path(self.inputs.folder), self.inputs.exclude)
+        current = Fingerprint(files, self.inputs.settings, self._upstream(listing))
+        why = ["forced"] if self.force else reasons(current, values, listing.get(self.stack))
+        task.meta["phasedoit"].update(fingerprint=current.value, reasons=why)
+        task.value_savers.append(current.saved)
+        return not why
+
+    def _upstream(self, listing: Mapping[str, RemoteStack]) -> dict[str, str]:
+        """Each imported export's value: as its exporter's deploy in this run left it, else as listed."""
+        exports = {name: value for stack in listing.values() for name, value in stack.exports.items()}
+        upstream: dict[str, str] = {}
+        for export, exporter in self.inputs.imports:
+            fresh = self.dep_manager.get_values(f"deploy:{exporter}")
+            if fresh.get("run") == self.run and export in fresh.get("exports", {}):
+                upstream[export] = fresh["exports"][export]
+            elif export in exports:
+                upstream[export] = exports[export]
+        return upstream

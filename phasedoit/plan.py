@@ -1,0 +1,51 @@
+"""`doit plan`: what `doit deploy` would deploy, and why, without deploying anything."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from doit.cmd_base import DoitCmdBase
+
+
+class Plan(DoitCmdBase):  # type: ignore[misc]
+    name = "plan"
+    doc_purpose = "show which services `deploy` would deploy, and why, without deploying"
+    doc_usage = "[stage=STAGE] [force=SERVICE,...]"
+    doc_description = None
+    cmd_options = ()
+
+    def _execute(self, pos_args: list[str] | None = None) -> int:
+        tasks = {task.name: task for task in self.task_list}
+        services = [task for task in self.task_list if task.name.startswith("deploy:") and task.meta]
+        lines: list[str] = []
+        deploying: set[str] = set()
+        phase = None
+        for task in services:  # in phase order, as phasedoit defines them
+            meta = task.meta["phasedoit"]
+            if meta["phase"] != phase:
+                phase = meta["phase"]
+                lines.append(f"{phase}\n")
+            self.dep_manager.get_status(
+                task, tasks
+            )  # runs phasedoit's check, which leaves its reasons in meta
+            if "error" in meta:
+                sys.stderr.write(f"{meta['error']}\n")
+                return 1
+            lines.append(_line(meta, deploying))
+        total = f"{len(services)} service{'s' * (len(services) != 1)}"
+        self.outstream.write(f"{len(deploying)} of {total} would deploy\n" + "".join(lines))
+        return 0
+
+
+def _line(meta: dict[str, Any], deploying: set[str]) -> str:
+    service, reasons = meta["service"], meta.get("reasons") or []
+    waits = [upstream for upstream in meta["upstreams"] if upstream in deploying]
+    if reasons:
+        deploying.add(service)
+        status = f"deploys: {'; '.join(reasons)}"
+    elif waits:
+        status = f"up to date, unless the exports of {', '.join(waits)} change"
+    else:
+        status = "up to date"
+    return f"  {service:<22} {status}\n"
