@@ -57,7 +57,7 @@ class Inputs:
 
     folder: str
     exclude: tuple[str, ...]
-    settings: str  # digest of stack name, template body, parameters, tags, capabilities, region, endpoint
+    settings: str  # digest of stack name, parameters, tags, capabilities, region, endpoint
     imports: tuple[tuple[str, str], ...]  # (export, the service of this app exporting it)
 
 

@@ -147,8 +147,13 @@ def _create(cfn: CloudFormationClient, spec: StackSpec) -> str:
 
 def _remove_leftover(cfn: CloudFormationClient, name: str) -> None:
     # CloudFormation creates nothing when it refuses a CreateStack; moto leaves a stack that never
-    # settles and blocks the next create. Removing it costs real CloudFormation one describe call.
-    stack = describe(cfn, name)
+    # settles, blocks the next create, and may even fail to describe (HTTP 500 on its outputs).
+    # Looking costs real CloudFormation one describe call.
+    try:
+        stack = describe(cfn, name)
+    except botocore.parsers.ResponseParserError:
+        cfn.delete_stack(StackName=name)
+        return
     if stack and stack["StackStatus"] in STUCK_AFTER_REFUSED_CREATE:
         cfn.delete_stack(StackName=stack["StackId"])
 

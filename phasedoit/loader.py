@@ -87,15 +87,17 @@ def plan_stage(app: App, stage: str | None, environ: Mapping[str, str], force: s
 
 
 def inputs(service: Service, stack: StackSpec, where: Target, imports: tuple[tuple[str, str], ...]) -> Inputs:
-    settings = [
+    """What the service's fingerprint covers: its folder's files, and settings that live elsewhere."""
+    settings: list[object] = [
         stack.name,
-        stack.body,
         stack.parameters,
         stack.tags,
         stack.capabilities,
         where.region,
         where.endpoint,
     ]
+    if not service.template.resolve().is_relative_to(service.folder.resolve()):
+        settings.append(stack.body)  # a template outside the folder is not among its files
     exclude = DEFAULT_EXCLUDE + tuple(service.settings.exclude)
     return Inputs(str(service.folder), exclude, digest(settings), imports)
 

@@ -6,6 +6,8 @@ while, and records when each one was in flight, so tests can see which calls ove
 
 from __future__ import annotations
 
+import select
+import socket
 import threading
 import time
 import urllib.parse
@@ -34,9 +36,15 @@ class Proxy:
     def writes(self) -> list[Call]:
         return [c for c in self.calls if c.action in SLOW_ACTIONS]
 
+    def written(self) -> list[tuple[str, str]]:
+        """(action, stack) of every write call so far, in the order they ended; then forget them."""
+        written = [(c.action, c.stack) for c in sorted(self.writes(), key=lambda c: c.end)]
+        self.calls.clear()
+        return written
+
 
 @contextmanager
-def slow_proxy(upstream: str, delay: float) -> Iterator[Proxy]:
+def slow_proxy(upstream: str, delay: float = 0.0) -> Iterator[Proxy]:
     proxy = Proxy("")
     lock = threading.Lock()
 
@@ -48,6 +56,8 @@ def slow_proxy(upstream: str, delay: float) -> Iterator[Proxy]:
             start = time.monotonic()
             if action in SLOW_ACTIONS:
                 time.sleep(delay)
+                if self._abandoned():
+                    return  # the caller is gone (killed mid-call): the request never reaches CloudFormation
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
             request = urllib.request.Request(upstream + self.path, body, headers, method="POST")
             try:
@@ -61,6 +71,10 @@ def slow_proxy(upstream: str, delay: float) -> Iterator[Proxy]:
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+
+        def _abandoned(self) -> bool:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -1,0 +1,198 @@
+"""Redeploys touch only what changed: counted as CloudFormation write calls through a recording proxy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Moto, copy_app, doit
+from tests.latency import Proxy, slow_proxy
+
+JOBS = [("CreateStack", "confirmation-job-dev"), ("CreateStack", "reset-cart-job-dev")]
+FIRST = [("CreateStack", "checkout-api-dev"), *JOBS]
+
+
+@pytest.fixture
+def proxy(moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
+    with slow_proxy(moto.url) as recording:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", recording.url)
+        yield recording
+
+
+@pytest.fixture
+def shop(tmp_path: Path, proxy: Proxy) -> Path:
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(REPO / "phases.yml", source / "phases.yml")
+    shutil.copytree(REPO / "services", source / "services")
+    app = copy_app(source, tmp_path / "shop")
+    deploy(app)
+    assert sorted(proxy.written()) == FIRST
+    return app
+
+
+def deploy(app: Path, *args: str) -> str:
+    result = doit(app, "-n", "4", "deploy", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def edit(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+def test_unchanged_rerun_writes_nothing(shop: Path, proxy: Proxy) -> None:
+    out = deploy(shop)
+    assert proxy.written() == []
+    assert sorted(out.splitlines()) == [
+        "-- deploy:checkout-api",
+        "-- deploy:confirmation-job",
+        "-- deploy:reset-cart-job",
+    ]
+
+
+def test_one_template_edited_deploys_only_its_stack(shop: Path, proxy: Proxy) -> None:
+    template = shop / "services" / "reset-cart-job" / "template.yml"
+    template.write_text(template.read_text().replace("Empties the shopping cart", "Empties the cart"))
+    deploy(shop)
+    assert proxy.written() == [("UpdateStack", "reset-cart-job-dev")]
+
+
+def test_touch_and_caches_are_not_changes(shop: Path, proxy: Proxy) -> None:
+    for path in (shop / "services").rglob("*"):
+        os.utime(path, (time.time() + 60, time.time() + 60))
+    (shop / "services" / "checkout-api" / "__pycache__").mkdir()
+    (shop / "services" / "checkout-api" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (shop / "services" / "checkout-api" / "node_modules").mkdir()
+    deploy(shop)
+    assert proxy.written() == []
+
+
+def test_a_fresh_checkout_without_local_state_deploys_nothing(shop: Path, proxy: Proxy) -> None:
+    shutil.rmtree(shop / ".phasedoit")
+    deploy(shop)
+    assert proxy.written() == []
+
+
+def test_a_stack_deleted_behind_our_back_is_created_again(shop: Path, proxy: Proxy, moto: Moto) -> None:
+    moto.client().delete_stack(StackName="confirmation-job-dev")
+    result = doit(shop, "plan")
+    assert result.stdout.splitlines() == [
+        "1 of 3 services would deploy",
+        "phase 1 'api'",
+        "  checkout-api           up to date",
+        "phase 2 'jobs'",
+        "  confirmation-job       deploys: stack missing",
+        "  reset-cart-job         up to date",
+    ]
+    deploy(shop)
+    assert proxy.written() == [("CreateStack", "confirmation-job-dev")]
+
+
+def test_changed_exports_redeploy_their_importers(shop: Path, proxy: Proxy) -> None:
+    template = shop / "services" / "checkout-api" / "template.yml"
+    template.write_text(
+        template.read_text().replace("TopicName: !Sub ${Stage}-purchased", "TopicName: !Sub ${Stage}-bought")
+    )
+    assert doit(shop, "plan").stdout.splitlines()[1:] == [
+        "phase 1 'api'",
+        "  checkout-api           deploys: changed files: template.yml",
+        "phase 2 'jobs'",
+        "  confirmation-job       up to date, unless the exports of checkout-api change",
+        "  reset-cart-job         up to date, unless the exports of checkout-api change",
+    ]
+    out = deploy(shop)
+    assert proxy.written()[0] == ("UpdateStack", "checkout-api-dev")
+    assert ".  deploy:confirmation-job" in out.splitlines()  # the topic's ARN changed: they import it
+
+
+def test_a_failure_then_the_fix_deploys_only_the_failed_service(shop: Path, proxy: Proxy, moto: Moto) -> None:
+    moto.client().delete_stack(StackName="confirmation-job-dev")
+    template = shop / "services" / "confirmation-job" / "template.yml"
+    good = template.read_text()
+    template.write_text(
+        good.replace("QueueName: !Sub ${Stage}-confirmation-job", "QueueName: !Sub ${Stage} jobs")
+    )
+    edit(shop / "services" / "reset-cart-job" / "template.yml", "# changed too\n")
+    proxy.written()
+    result = doit(shop, "-n", "4", "deploy")
+    assert result.returncode == 1
+    assert (
+        "confirmation-job: Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
+        in result.stdout.splitlines()
+    )
+    assert sorted(proxy.written()) == [
+        ("CreateStack", "confirmation-job-dev"),
+        ("DeleteStack", "confirmation-job-dev"),  # the stack moto leaves behind when it refuses a create
+        ("UpdateStack", "reset-cart-job-dev"),
+        (
+            "UpdateStack",
+            "reset-cart-job-dev",
+        ),  # a comment changes no template: moto needs a 2nd call for the tag
+    ]
+    template.write_text(good)
+    deploy(shop)
+    assert proxy.written() == [("CreateStack", "confirmation-job-dev")]
+
+
+def test_force(shop: Path, proxy: Proxy) -> None:
+    assert (
+        doit(shop, "plan", "force=reset-cart-job").stdout.splitlines()[-1]
+        == "  reset-cart-job         deploys: forced"
+    )
+    deploy(shop, "force=reset-cart-job")
+    assert proxy.written() == [("UpdateStack", "reset-cart-job-dev")]
+    deploy(shop, "force=all")
+    assert sorted(proxy.written()) == [
+        ("UpdateStack", "checkout-api-dev"), ("UpdateStack", "confirmation-job-dev"), ("UpdateStack", "reset-cart-job-dev"),
+    ]  # fmt: skip
+    result = doit(shop, "plan", "force=nope")
+    assert (result.returncode, result.stderr) == (1, "force: no service 'nope' in phases.yml\n")
+
+
+def test_stages_have_their_own_state(shop: Path, proxy: Proxy) -> None:
+    deploy(shop, "stage=prod")
+    assert sorted(proxy.written()) == sorted(
+        ("CreateStack", name.replace("-dev", "-prod")) for _, name in FIRST
+    )
+    deploy(shop)
+    deploy(shop, "stage=prod")
+    assert proxy.written() == []
+
+
+def test_sigterm_keeps_what_finished(
+    tmp_path: Path, moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(REPO / "phases.yml", source / "phases.yml")
+    shutil.copytree(REPO / "services", source / "services")
+    shop = copy_app(source, tmp_path / "shop")
+    with slow_proxy(moto.url, delay=2.0) as slow:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "doit", "-n", "4", "deploy"],
+            cwd=shop,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while len(slow.calls) < 1 or not any(c.stack == "checkout-api-dev" for c in slow.writes()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)  # the jobs' creates are under way, held by the slow network
+        run.send_signal(signal.SIGTERM)
+        run.communicate(timeout=30)
+        assert run.returncode != 0
+    with slow_proxy(moto.url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        deploy(shop)
+        assert sorted(proxy.written()) == JOBS
