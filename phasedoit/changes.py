@@ -90,7 +90,7 @@ def reasons(current: Fingerprint, last: Mapping[str, Any], remote: RemoteStack |
         return []
     if not last.get("fingerprint"):
         return [
-            "stack not deployed by phasedoit" if not remote.fingerprint else "no local record of its deploy"
+            "stack not deployed by phasedoit" if not remote.fingerprint else "changed since its last deploy"
         ]
     found = _changed_files(last.get("files", {}), current.files)
     if last.get("settings") != current.settings:
