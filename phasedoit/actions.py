@@ -32,8 +32,6 @@ def deploy_service(
     meta = task.meta["phasedoit"]
     fingerprint = {FINGERPRINT_TAG: meta["fingerprint"]} if "fingerprint" in meta else {}
     say = _say(service)
-    if meta.get("reasons"):
-        say(f"deploying: {'; '.join(meta['reasons'])}")
     started = time.monotonic()
     try:
         cfn = cloudformation.client(resolve_target(target))
@@ -83,6 +81,7 @@ def resolve_target(target: Target) -> Target:
 
 def _say(service: str) -> Callable[[str], None]:
     def say(message: str) -> None:
-        print(f"{service}: {message}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"{service}: {message}\n")  # one write: lines of parallel workers stay whole
+        sys.stderr.flush()
 
     return say

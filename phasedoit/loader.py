@@ -22,6 +22,7 @@ from phasedoit.config import (
     load_config,
 )
 from phasedoit.errors import PhasedoitError
+from phasedoit.reporter import Reporter
 from phasedoit.stack import StackSpec, Target
 from phasedoit.tasks import Plan, Task, deploy_tasks, remove_tasks
 
@@ -46,6 +47,7 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
             # one state file per stage: deploying prod must not make dev look stale
             "dep_file": str(root / STATE_DIR / f"doit-{plan.stage}.db"),
             "backend": "sqlite3",
+            "reporter": Reporter,
         },
         "task_deploy": _creator(deploy_tasks, plan),
         "task_remove": _creator(remove_tasks, plan),

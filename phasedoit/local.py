@@ -270,6 +270,7 @@ def _start(paths: Paths) -> str:
             start_new_session=True,
         )
     url = _wait_until_ready(paths, process)
+    sys.stderr.write(f"local endpoint: started at {url} (stop it with `phasedoit local stop`)\n")
     # reap it when it exits while we still run, so that it does not linger as a zombie
     threading.Thread(target=process.wait, daemon=True).start()
     return url

@@ -80,6 +80,7 @@ def remove_tasks(plan: Plan) -> Iterator[Task]:
                 "actions": [(actions.remove_service, [service, stack, plan.target])],
                 "task_dep": after,
                 "uptodate": [False],
+                "meta": {"phasedoit": {"service": service, "phase": phase.label}},
             }
         yield _phase_group("remove", phase, [f"remove:{s}" for s in phase.services], {})
 

@@ -16,6 +16,14 @@ import pytest
 from mypy_boto3_cloudformation import CloudFormationClient
 
 REPO = Path(__file__).resolve().parent.parent
+# what a run prints when the sample app is up to date (the order within a phase varies)
+UP_TO_DATE = [
+    "phase 1 'api'",
+    "checkout-api: up to date",
+    "phase 2 'jobs'",
+    "confirmation-job: up to date",
+    "reset-cart-job: up to date",
+]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Moto, copy_app, doit
+from phasedoit import local
+from tests.conftest import REPO, UP_TO_DATE, Moto, copy_app, doit
 from tests.latency import slow_proxy
 
 
@@ -177,7 +179,8 @@ def test_a_failure_stops_later_phases(shop: Path, moto: Moto) -> None:
         "warning: services/confirmation-job/template.yml: Resources.TopicParameter.Properties.Value:"
         " cannot resolve Fn::ImportValue"
     ) in result.stderr
-    assert "confirmation-job: No export named dev-CartTableArn found." in result.stdout.splitlines()
+    assert "confirmation-job: No export named dev-CartTableArn found." in result.stderr.splitlines()
+    assert result.stdout.splitlines()[-1].startswith("1 deployed, 1 failed (")
     assert "reset-cart-job" not in result.stdout + result.stderr
     assert "reset-cart-job-dev" not in stacks(moto)
 
@@ -192,9 +195,27 @@ def test_an_import_from_outside_the_app_must_exist(shop: Path, moto: Moto) -> No
     assert (
         "reset-cart-job imports dev-CartTableArn, which no service of this app exports"
         " and which does not exist in the target account/region"
-    ) in result.stdout.splitlines()
+    ) in result.stderr.splitlines()
     assert stacks(moto) == {}
     (shop / "phases.yml").write_text(
         (shop / "phases.yml").read_text() + "external_exports: ['{stage}-CartTableArn']\n"
     )
     assert "check-exports" not in doit(shop, "list").stdout
+
+
+def test_first_deploy_on_the_local_endpoint(shop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new user's first run: no AWS account; the sample app's dev stage deploys to the embedded endpoint."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    state = shop / ".phasedoit"
+    try:
+        first = doit(shop, "-n", "4", "deploy")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "checkout-api: created checkout-api-dev" in first.stderr
+        assert local.endpoint_status(state).stacks == 3
+        assert local.stop_endpoint(state) is True
+        again = doit(shop, "-n", "4", "deploy")  # starts the endpoint again, its stacks restored
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert sorted(again.stdout.splitlines()[:-1]) == sorted(UP_TO_DATE)
+    finally:
+        local.stop_endpoint(state)
