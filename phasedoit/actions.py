@@ -12,6 +12,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
+from phasedoit import framework
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import FINGERPRINT_TAG, StackSpec, Target, value_hash
 
@@ -56,6 +57,53 @@ def remove_service(service: str, stack_name: str, target: Target) -> TaskFailed 
         return TaskFailed(f"{service}: {e}")
     _say(service)(f"removed {stack_name}" if removed else f"{stack_name} is already gone")
     return None
+
+
+def deploy_serverless(
+    service: str, sls: framework.ServerlessRun, target: Target, run: str, task: Any
+) -> dict[str, Any] | TaskFailed:
+    """Deploy a Serverless Framework service with `serverless deploy`, in its folder.
+
+    Its values hold no exports: its importers' checks in this run see them as the run's first listing did.
+    """
+    meta = task.meta["phasedoit"]
+    say = _say(service)
+    refused = _refuse_endpoint(service, sls, "deploy", target)
+    if refused:
+        return refused
+    if meta.get("reasons"):
+        say(f"deploying: {'; '.join(meta['reasons'])}")
+    started = time.monotonic()
+    argv = framework.arguments(sls.stage, target.region)
+    failed = framework.serverless("deploy", service, sls, argv, say)
+    if failed:
+        return TaskFailed(failed)
+    say(f"deployed {sls.stack_name} with the Serverless Framework in {time.monotonic() - started:.1f}s")
+    return {"run": run}
+
+
+def remove_serverless(service: str, sls: framework.ServerlessRun, target: Target) -> TaskFailed | None:
+    refused = _refuse_endpoint(service, sls, "remove", target)
+    if refused:
+        return refused
+    argv = framework.arguments(sls.stage, target.region)
+    failed = framework.serverless("remove", service, sls, argv, _say(service))
+    if failed:
+        return TaskFailed(failed)
+    _say(service)(f"removed {sls.stack_name} with the Serverless Framework")
+    return None
+
+
+def _refuse_endpoint(
+    service: str, sls: framework.ServerlessRun, verb: str, target: Target
+) -> TaskFailed | None:
+    """`serverless` takes no endpoint: run with one, it would reach the real AWS account instead."""
+    if not (target.local or target.endpoint):
+        return None
+    where = "the embedded local endpoint" if target.local else f"endpoint {target.endpoint}"
+    return TaskFailed(
+        f"{service}: cannot {verb} {sls.config} at {where}: the Serverless Framework works on AWS only"
+    )
 
 
 def check_exports(imports: list[tuple[str, str]], target: Target) -> TaskFailed | None:

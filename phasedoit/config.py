@@ -21,6 +21,7 @@ from pydantic import (
 
 from phasedoit import yamlfile
 from phasedoit.errors import PhasedoitError
+from phasedoit.serverless import CONFIG_NAMES as SERVERLESS_NAMES
 from phasedoit.templates import TEMPLATE_NAMES
 
 CONFIG_NAME = "phases.yml"
@@ -31,6 +32,10 @@ SERVICE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 STACK_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
 REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 ACCOUNT_RE = re.compile(r"\d{12}")
+# A template wins over a serverless.yml in the same folder.
+DEFINITION_NAMES = TEMPLATE_NAMES + SERVERLESS_NAMES
+# Settings phasedoit passes to CloudFormation itself: the Serverless Framework has its own for a stack.
+CLOUDFORMATION_ONLY = ("stack_name", "parameters", "tags", "capabilities")
 Capability = Literal["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 
 
@@ -170,6 +175,11 @@ class Service:
     template: Path
     settings: ServiceSettings
 
+    @property
+    def serverless(self) -> bool:
+        """A Serverless Framework service: the Serverless Framework deploys it, not phasedoit."""
+        return self.template.name in SERVERLESS_NAMES
+
     def stack_name(self, app: str, stage: str) -> str:
         pattern = self.settings.stack_name or DEFAULT_STACK_NAME
         return pattern.format(app=app, service=self.name, stage=stage)
@@ -278,11 +288,12 @@ def _listed_services(
     """Each service once, with where it is named; without phases, the services map or folder decides."""
     if parsed.phases is None:
         names = list(parsed.services) or sorted(
-            p.parent.name for n in TEMPLATE_NAMES for p in root.glob(f"services/*/{n}")
+            {p.parent.name for n in DEFINITION_NAMES for p in root.glob(f"services/*/{n}")}
         )
         if not names:
             problems.append(
-                "phases: computed from the imports, but there are no services (no services/*/template.yml)"
+                "phases: computed from the imports, but there are no services"
+                " (no services/*/template.yml or serverless.yml)"
             )
         yield from ((name, f"services.{name}") for name in names)
         return
@@ -308,13 +319,24 @@ def _find_service(root: Path, name: str, settings: ServiceSettings, where: str) 
     if settings.template:
         if not (folder / settings.template).is_file():
             return f"services.{name}.template: no file {shown}/{settings.template}"
-        return Service(name, folder, folder / settings.template, settings)
-    for candidate in TEMPLATE_NAMES:
+        return _checked(Service(name, folder, folder / settings.template, settings), shown)
+    for candidate in DEFINITION_NAMES:
         if (folder / candidate).is_file():
-            return Service(name, folder, folder / candidate, settings)
+            return _checked(Service(name, folder, folder / candidate, settings), shown)
     return (
-        f"{where}: service {name!r} has no template in {shown} (template.yml, template.yaml or template.json)"
+        f"{where}: service {name!r} has no template in {shown}"
+        " (template.yml, template.yaml, template.json or serverless.yml)"
     )
+
+
+def _checked(service: Service, shown: str) -> Service | str:
+    """A Serverless Framework service names and configures its stack in its serverless.yml, not here."""
+    if service.serverless:
+        for key in CLOUDFORMATION_ONLY:
+            if key in service.settings.model_fields_set:
+                config = f"{shown}/{service.template.relative_to(service.folder).as_posix()}"
+                return f"services.{service.name}.{key}: not used by a Serverless Framework service ({config})"
+    return service
 
 
 def _duplicate_phase_names(phases: list[PhaseSettings]) -> list[str]:

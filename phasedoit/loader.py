@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from phasedoit import graph, templates
+from phasedoit import graph, serverless, templates
 from phasedoit.changes import DEFAULT_EXCLUDE, Inputs, digest
 from phasedoit.config import (
     CONFIG_NAME,
@@ -22,6 +22,7 @@ from phasedoit.config import (
     load_config,
 )
 from phasedoit.errors import PhasedoitError
+from phasedoit.framework import ServerlessRun
 from phasedoit.reporter import Reporter
 from phasedoit.stack import StackSpec, Target
 from phasedoit.tasks import Plan, Task, deploy_tasks, remove_tasks
@@ -62,7 +63,12 @@ def plan_stage(app: App, stage: str | None, environ: Mapping[str, str], force: s
     stacks: dict[str, StackSpec] = {}
     dependencies: dict[str, templates.Dependencies] = {}
     for name, service in app.services.items():
-        stacks[name], dependencies[name] = plan_service(app, service, stage, settings, where)
+        if service.serverless:
+            values = pseudo_parameters(None, where.region, settings.account)
+            found = plan_serverless(app, service, stage, values, environ)
+        else:
+            found = plan_service(app, service, stage, settings, where)
+        stacks[name], dependencies[name] = found
     for warning in (w for deps in dependencies.values() for w in deps.warnings):
         print(f"warning: {warning}", file=sys.stderr)
     edges = graph.build_graph(dependencies)
@@ -85,6 +91,14 @@ def plan_stage(app: App, stage: str | None, environ: Mapping[str, str], force: s
         external_imports=tuple((imp, exp) for imp, exp in edges.external if exp not in known),
         inputs={name: inputs(app.services[name], stacks[name], where, imports[name]) for name in stacks},
         force=select_forced(app, force),
+        graph=edges,
+        serverless={
+            name: ServerlessRun(
+                str(service.template.parent), app.shown(service.template), stacks[name].name, stage
+            )
+            for name, service in app.services.items()
+            if service.serverless
+        },
     )
 
 
@@ -146,9 +160,24 @@ def plan_service(
     return stack, templates.find_dependencies(template, known, shown)
 
 
-def pseudo_parameters(stack_name: str, region: str | None, account: str | None) -> dict[str, str]:
+def plan_serverless(
+    app: App, service: Service, stage: str, values: Mapping[str, str], environ: Mapping[str, str]
+) -> tuple[StackSpec, templates.Dependencies]:
+    """A Serverless Framework service: its stack as Serverless names it; Serverless makes its template.
+
+    `values`: the pseudo parameters known before deploying; `environ`: what its `${env:X}` read.
+    """
+    found = serverless.read_serverless(
+        service.template, app.shown(service.template), stage=stage, values=values, env=environ
+    )
+    return StackSpec(found.stack_name, body=""), found.dependencies
+
+
+def pseudo_parameters(stack_name: str | None, region: str | None, account: str | None) -> dict[str, str]:
     """The pseudo parameters known before deploying; an import that needs another one is a warning."""
-    known = {"AWS::StackName": stack_name, "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
+    known = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
+    if stack_name:
+        known["AWS::StackName"] = stack_name
     if region:
         known["AWS::Region"] = region
     if account:

@@ -6,9 +6,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from phasedoit import actions
+from phasedoit import actions, framework
 from phasedoit.changes import Inputs, UpToDate
 from phasedoit.config import Phase
+from phasedoit.graph import Graph
 from phasedoit.stack import StackSpec, Target
 
 Task = dict[str, Any]
@@ -29,6 +30,10 @@ class Plan:
     external_imports: tuple[tuple[str, str], ...] = ()  # (importer, export) no service of the app exports
     inputs: Mapping[str, Inputs] = field(default_factory=dict)
     force: frozenset[str] = frozenset()  # services deployed even if up to date; "all" for every one
+    graph: Graph = field(default_factory=lambda: Graph((), (), ()))  # imports between services, for drawings
+    serverless: Mapping[str, framework.ServerlessRun] = field(
+        default_factory=dict
+    )  # services Serverless deploys
 
 
 def deploy_tasks(plan: Plan) -> Iterator[Task]:
@@ -48,8 +53,10 @@ def deploy_tasks(plan: Plan) -> Iterator[Task]:
                 "basename": "deploy",
                 "name": service,
                 "doc": f"deploy {plan.stacks[service].name} ({phase.label})",
-                "actions": [(actions.deploy_service, [service, plan.stacks[service], plan.target, plan.run])],
-                "uptodate": [_check(plan, service)],
+                "actions": [_deploy(plan, service)],
+                "uptodate": [
+                    framework.always_deploys if service in plan.serverless else _check(plan, service)
+                ],
                 "task_dep": before,
                 "meta": {
                     "phasedoit": {
@@ -77,12 +84,26 @@ def remove_tasks(plan: Plan) -> Iterator[Task]:
                 "basename": "remove",
                 "name": service,
                 "doc": f"remove {stack} ({phase.label})",
-                "actions": [(actions.remove_service, [service, stack, plan.target])],
+                "actions": [_remove(plan, service)],
                 "task_dep": after,
                 "uptodate": [False],
                 "meta": {"phasedoit": {"service": service, "phase": phase.label}},
             }
         yield _phase_group("remove", phase, [f"remove:{s}" for s in phase.services], {})
+
+
+def _deploy(plan: Plan, service: str) -> tuple[Any, list[Any]]:
+    stack = plan.stacks[service]
+    if service in plan.serverless:
+        return actions.deploy_serverless, [service, plan.serverless[service], plan.target, plan.run]
+    return actions.deploy_service, [service, stack, plan.target, plan.run]
+
+
+def _remove(plan: Plan, service: str) -> tuple[Any, list[Any]]:
+    stack = plan.stacks[service].name
+    if service in plan.serverless:
+        return actions.remove_serverless, [service, plan.serverless[service], plan.target]
+    return actions.remove_service, [service, stack, plan.target]
 
 
 def _check(plan: Plan, service: str) -> UpToDate:

@@ -203,7 +203,7 @@ def test_service_without_template(tmp_path: Path) -> None:
     (tmp_path / "services" / "empty").mkdir(parents=True)
     assert error_of(tmp_path, "app: shop\nphases: [[empty]]\n") == (
         "phases.yml: phases[0][0]: service 'empty' has no template in services/empty"
-        " (template.yml, template.yaml or template.json)"
+        " (template.yml, template.yaml, template.json or serverless.yml)"
     )
 
 
@@ -232,5 +232,6 @@ def test_phases_left_to_compute_without_services(tmp_path: Path) -> None:
     with pytest.raises(PhasedoitError) as e:
         load_config(tmp_path / "phases.yml")
     assert str(e.value) == (
-        "phases.yml: phases: computed from the imports, but there are no services (no services/*/template.yml)"
+        "phases.yml: phases: computed from the imports, but there are no services"
+        " (no services/*/template.yml or serverless.yml)"
     )
