@@ -303,7 +303,7 @@ PARTS = [
     ("doit: load tasks (task creators → Task objects)", "doit/loader.py", "load_tasks"),
     ("doit: run (dispatch, uptodate checks, reporter)", "doit/runner.py", "run_all"),
     ("  UpToDate.__call__ (N calls)", "phasedoit/changes.py", "__call__"),
-    ("    remote_stacks: the listing (import boto3 + calls)", "phasedoit/changes.py", "remote_stacks"),
+    ("    remote_listing: the listing (import boto3 + calls)", "phasedoit/changes.py", "remote_listing"),
     ("      import boto3/botocore", "boto3/__init__.py", "<module>"),
     ("      import phasedoit.cloudformation (includes boto3)", "phasedoit/cloudformation.py", "<module>"),
     ("      cloudformation.client", "phasedoit/cloudformation.py", "client"),

@@ -110,17 +110,25 @@ def _changed_files(before: Mapping[str, str], now: Mapping[str, str]) -> list[st
     return [f"changed files: {shown}"]
 
 
+@dataclass(frozen=True)
+class Listing:
+    stacks: dict[str, RemoteStack]
+    exports: dict[str, str]  # every export of the target: name -> value hash
+
+
 # One listing of the target's stacks per run (doit runs uptodate checks one at a time in its main process).
-_listings: dict[Target, dict[str, RemoteStack] | PhasedoitError] = {}
+_listings: dict[Target, Listing | PhasedoitError] = {}
 
 
-def remote_stacks(target: Target) -> dict[str, RemoteStack]:
+def remote_listing(target: Target) -> Listing:
     if target not in _listings:
         from phasedoit import cloudformation
         from phasedoit.actions import resolve_target
 
         try:
-            _listings[target] = cloudformation.list_stacks(cloudformation.client(resolve_target(target)))
+            stacks = cloudformation.list_stacks(cloudformation.client(resolve_target(target)))
+            exports = {name: value for stack in stacks.values() for name, value in stack.exports.items()}
+            _listings[target] = Listing(stacks, exports)
         except PhasedoitError as e:
             _listings[target] = e  # one failed listing a run is enough
     listing = _listings[target]
@@ -140,21 +148,20 @@ class UpToDate(UptodateCalculator):  # type: ignore[misc]
 
     def __call__(self, task: Any, values: Mapping[str, Any]) -> bool:
         try:
-            listing = remote_stacks(self.target)
+            listing = remote_listing(self.target)
         except PhasedoitError as e:
             # the deploy runs, and fails with this error as one line, rather than doit with a traceback
             task.meta["phasedoit"].update(error=str(e), reasons=[f"cannot list its stack: {e}"])
             return False
         files = file_hashes(Path(self.inputs.folder), self.inputs.exclude)
-        current = Fingerprint(files, self.inputs.settings, self._upstream(listing))
-        why = ["forced"] if self.force else reasons(current, values, listing.get(self.stack))
+        current = Fingerprint(files, self.inputs.settings, self._upstream(listing.exports))
+        why = ["forced"] if self.force else reasons(current, values, listing.stacks.get(self.stack))
         task.meta["phasedoit"].update(fingerprint=current.value, reasons=why)
         task.value_savers.append(current.saved)
         return not why
 
-    def _upstream(self, listing: Mapping[str, RemoteStack]) -> dict[str, str]:
+    def _upstream(self, exports: Mapping[str, str]) -> dict[str, str]:
         """Each imported export's value: as its exporter's deploy in this run left it, else as listed."""
-        exports = {name: value for stack in listing.values() for name, value in stack.exports.items()}
         upstream: dict[str, str] = {}
         for export, exporter in self.inputs.imports:
             fresh = self.dep_manager.get_values(f"deploy:{exporter}")

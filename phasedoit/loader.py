@@ -77,9 +77,9 @@ def plan_stage(app: App, stage: str | None, environ: Mapping[str, str], force: s
     if problems:
         raise PhasedoitError("\n".join(f"{CONFIG_NAME}: phases: {problem}" for problem in problems))
     known = {name.format(stage=stage) for name in app.external_exports}
-    imports = {
-        name: tuple((e.export, e.exporter) for e in edges.edges if e.importer == name) for name in stacks
-    }
+    imports: dict[str, tuple[tuple[str, str], ...]] = dict.fromkeys(stacks, ())
+    for edge in edges.edges:
+        imports[edge.importer] += ((edge.export, edge.exporter),)
     return Plan(
         app.name,
         stage,
