@@ -60,19 +60,16 @@ def remove_service(service: str, stack_name: str, target: Target) -> TaskFailed 
 
 
 def deploy_serverless(
-    service: str, sls: framework.ServerlessRun, target: Target, run: str, task: Any
+    service: str, sls: framework.ServerlessRun, target: Target, run: str
 ) -> dict[str, Any] | TaskFailed:
     """Deploy a Serverless Framework service with `serverless deploy`, in its folder.
 
     Its values hold no exports: its importers' checks in this run see them as the run's first listing did.
     """
-    meta = task.meta["phasedoit"]
     say = _say(service)
     refused = _refuse_endpoint(service, sls, "deploy", target)
     if refused:
         return refused
-    if meta.get("reasons"):
-        say(f"deploying: {'; '.join(meta['reasons'])}")
     started = time.monotonic()
     argv = framework.arguments(sls.stage, target.region)
     failed = framework.serverless("deploy", service, sls, argv, say)

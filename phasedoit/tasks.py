@@ -93,17 +93,15 @@ def remove_tasks(plan: Plan) -> Iterator[Task]:
 
 
 def _deploy(plan: Plan, service: str) -> tuple[Any, list[Any]]:
-    stack = plan.stacks[service]
     if service in plan.serverless:
         return actions.deploy_serverless, [service, plan.serverless[service], plan.target, plan.run]
-    return actions.deploy_service, [service, stack, plan.target, plan.run]
+    return actions.deploy_service, [service, plan.stacks[service], plan.target, plan.run]
 
 
 def _remove(plan: Plan, service: str) -> tuple[Any, list[Any]]:
-    stack = plan.stacks[service].name
     if service in plan.serverless:
         return actions.remove_serverless, [service, plan.serverless[service], plan.target]
-    return actions.remove_service, [service, stack, plan.target]
+    return actions.remove_service, [service, plan.stacks[service].name, plan.target]
 
 
 def _check(plan: Plan, service: str) -> UpToDate:
