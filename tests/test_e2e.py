@@ -219,3 +219,45 @@ def test_first_deploy_on_the_local_endpoint(shop: Path, monkeypatch: pytest.Monk
         assert sorted(again.stdout.splitlines()[:-1]) == sorted(UP_TO_DATE)
     finally:
         local.stop_endpoint(state)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            "app: shop\nphases:\n  - [checkout-api\n",
+            "phases.yml: line 4, column 1: expected ',' or ']', but got '<stream end>'",
+        ),
+        (
+            "app: shop\nphases: [[checkout-api, nope]]\n",
+            "phases.yml: phases[0][1]: unknown service 'nope' (no folder services/nope)",
+        ),
+    ],
+)
+def test_user_errors_reach_the_user_as_one_line(shop: Path, config: str, message: str) -> None:
+    (shop / "phases.yml").write_text(config)
+    for command in (["list"], ["-n", "4", "deploy"], ["plan"]):
+        result = doit(shop, *command)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", message + "\n")
+
+
+def test_stage_from_the_environment(shop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PHASEDOIT_STAGE", "prod")
+    assert (
+        doit(shop, "list").stdout.splitlines()[0]
+        == "deploy     deploy shop to stage prod: 2 phases, 3 services, phase by phase"
+    )
+    # the command line beats the environment
+    assert (
+        doit(shop, "list", "stage=dev")
+        .stdout.splitlines()[0]
+        .startswith("deploy     deploy shop to stage dev:")
+    )
+
+
+def test_a_template_that_does_not_parse(shop: Path) -> None:
+    (shop / "services" / "reset-cart-job" / "template.yml").write_text("Resources:\n  Queue: {Type: [\n")
+    result = doit(shop, "-n", "4", "deploy")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", "services/reset-cart-job/template.yml: line 3, column 1: expected the node content, but found '<stream end>'\n"
+    )  # fmt: skip
