@@ -107,10 +107,11 @@ def copy_app(source: Path, destination: Path) -> Path:
     return destination
 
 
-def doit(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def doit(app: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "doit", *args],
         cwd=app,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,

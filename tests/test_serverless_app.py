@@ -7,7 +7,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from phasedoit.errors import PhasedoitError
 from phasedoit.framework import ALWAYS, ServerlessRun
 from phasedoit.loader import plan_stage
 from phasedoit.stack import Target
-from tests.conftest import REPO, copy_app
+from tests.conftest import REPO, copy_app, doit
 
 MONOREPO = REPO / "tests" / "fixtures" / "serverless-monorepo"
 # Records its working folder and arguments, says something on stdout and stderr, exits with $FAKE_EXIT.
@@ -51,15 +50,7 @@ def run_doit(app: Path, bin_dir: Path, *args: str) -> subprocess.CompletedProces
     """`doit` with only `bin_dir` on PATH, and none of the test runner's AWS or phasedoit settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PHASEDOIT_"))}
     env |= {"PATH": str(bin_dir), "FAKE_LOG": str(app / "serverless.log")}
-    return subprocess.run(
-        [sys.executable, "-m", "doit", *args],
-        cwd=app,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return doit(app, *args, env=env)
 
 
 def calls(app: Path) -> list[str]:
