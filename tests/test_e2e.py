@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -261,3 +263,21 @@ def test_a_template_that_does_not_parse(shop: Path) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (
         1, "", "services/reset-cart-job/template.yml: line 3, column 1: expected the node content, but found '<stream end>'\n"
     )  # fmt: skip
+
+
+SPAWNED_DOIT = """
+import multiprocessing, sys
+from doit.cmd_base import DodoTaskLoader
+from doit.doit_cmd import DoitMain
+multiprocessing.set_start_method("spawn")  # as on macOS, Windows, and Linux from Python 3.14
+sys.exit(DoitMain(DodoTaskLoader()).run(sys.argv[1:]))
+"""
+
+
+def test_workers_that_are_spawned_not_forked(shop: Path, moto: Moto) -> None:
+    deploy = [sys.executable, "-c", SPAWNED_DOIT, "-n", "4", "deploy"]
+    first = subprocess.run(deploy, cwd=shop, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.splitlines()[-1].startswith("3 deployed (")
+    again = subprocess.run(deploy, cwd=shop, capture_output=True, text=True, timeout=120, check=False)
+    assert again.stdout.splitlines()[-1].startswith("3 up to date (")  # the fingerprints crossed over
