@@ -58,13 +58,21 @@ def client(target: Target, attempts: int = 10) -> CloudFormationClient:
     config = botocore.config.Config(retries=retries, user_agent_extra="phasedoit")
     # the embedded endpoint takes any credentials, and its user may have none
     key = "local" if target.local is not None else None
-    try:
+    with _translated():
         session = boto3.session.Session(
             aws_access_key_id=key, aws_secret_access_key=key, region_name=target.region
         )
+        if target.account and target.local is None:
+            _check_account(session, target, config)
         return session.client("cloudformation", endpoint_url=target.endpoint, config=config)
-    except botocore.exceptions.NoRegionError:
-        raise PhasedoitError(NO_REGION) from None
+
+
+def _check_account(session: boto3.session.Session, target: Target, config: botocore.config.Config) -> None:
+    """A stage bound to an account never deploys with another account's credentials (prod with dev's)."""
+    if session.client("sts", config=config).get_caller_identity()["Account"] != target.account:
+        # no account id in the message: it ends up in CI logs
+        where = f"stages.{target.stage}.account"
+        raise PhasedoitError(f"the AWS credentials in use are for another account than phases.yml's {where}")
 
 
 def describe(cfn: CloudFormationClient, name: str) -> StackTypeDef | None:

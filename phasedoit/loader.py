@@ -59,7 +59,7 @@ def plan_stage(app: App, stage: str | None, environ: Mapping[str, str], force: s
     """The tasks' data for one stage, every check that needs no AWS call done; `force`: `all` or services."""
     stage = select_stage(app, stage or environ.get("PHASEDOIT_STAGE") or DEFAULT_STAGE)
     settings = app.stages.get(stage, StageSettings())
-    where = target(settings, environ, app.root / STATE_DIR)
+    where = target(stage, settings, environ, app.root / STATE_DIR)
     stacks: dict[str, StackSpec] = {}
     dependencies: dict[str, templates.Dependencies] = {}
     for name, service in app.services.items():
@@ -185,14 +185,14 @@ def pseudo_parameters(stack_name: str | None, region: str | None, account: str |
     return known
 
 
-def target(settings: StageSettings, environ: Mapping[str, str], state_dir: Path) -> Target:
+def target(stage: str, settings: StageSettings, environ: Mapping[str, str], state_dir: Path) -> Target:
     """Where CloudFormation is for a stage: as for the AWS CLI, an environment variable beats phases.yml."""
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or settings.region
     if environ.get("AWS_ENDPOINT_URL") or environ.get("AWS_ENDPOINT_URL_CLOUDFORMATION"):
-        return Target(region)  # boto3 reads the endpoint variables itself
+        return Target(region, account=settings.account, stage=stage)  # boto3 reads the endpoint variables
     if settings.endpoint == "local":
         return Target(region or "us-east-1", local=str(state_dir))
-    return Target(region, settings.endpoint)
+    return Target(region, settings.endpoint, account=settings.account, stage=stage)
 
 
 def _creator(make: Callable[[Plan], Iterator[Task]], plan: Plan) -> Callable[[], Iterator[Task]]:

@@ -15,6 +15,8 @@ class Target:
     region: str | None = None
     endpoint: str | None = None
     local: str | None = None  # the embedded endpoint of the app whose state folder this is
+    account: str | None = None  # the only account the stage may deploy to
+    stage: str = ""
 
 
 @dataclass(frozen=True)

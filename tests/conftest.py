@@ -43,6 +43,17 @@ class Moto:
             aws_secret_access_key="testing",
         )
 
+    def account(self) -> str:
+        """moto's own account id: read, never written down."""
+        sts = boto3.client(
+            "sts",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        return str(sts.get_caller_identity()["Account"])
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -281,3 +281,21 @@ def test_workers_that_are_spawned_not_forked(shop: Path, moto: Moto) -> None:
     assert first.stdout.splitlines()[-1].startswith("3 deployed (")
     again = subprocess.run(deploy, cwd=shop, capture_output=True, text=True, timeout=120, check=False)
     assert again.stdout.splitlines()[-1].startswith("3 up to date (")  # the fingerprints crossed over
+
+
+def test_a_stage_bound_to_an_account(shop: Path, moto: Moto) -> None:
+    config = shop / "phases.yml"
+    config.write_text(
+        config.read_text().replace(
+            "    region: us-east-1", "    region: us-east-1\n    account: '000000000000'"
+        )
+    )
+    result = doit(shop, "-n", "4", "deploy", "stage=prod")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "checkout-api: the AWS credentials in use are for another account than phases.yml's stages.prod.account"
+    ]
+    assert stacks(moto) == {}
+    config.write_text(config.read_text().replace("000000000000", moto.account()))
+    assert doit(shop, "-n", "4", "deploy", "stage=prod").returncode == 0
+    assert len(stacks(moto)) == 3
