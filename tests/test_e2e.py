@@ -299,3 +299,11 @@ def test_a_stage_bound_to_an_account(shop: Path, moto: Moto) -> None:
     config.write_text(config.read_text().replace("000000000000", moto.account()))
     assert doit(shop, "-n", "4", "deploy", "stage=prod").returncode == 0
     assert len(stacks(moto)) == 3
+
+
+def test_one_service_with_its_earlier_phases(shop: Path, moto: Moto) -> None:
+    result = doit(shop, "-n", "4", "deploy:reset-cart-job")
+    assert result.returncode == 0, result.stderr
+    assert sorted(stacks(moto)) == ["checkout-api-dev", "reset-cart-job-dev"]
+    again = doit(shop, "deploy:reset-cart-job")
+    assert again.stdout.splitlines()[-1].startswith("2 up to date (")
