@@ -1,9 +1,7 @@
 """The embedded local CloudFormation endpoint: moto's server, started on demand and reused across runs.
 
-Client side (`ensure_endpoint`, `stop_endpoint`, `endpoint_status`) runs in doit's processes and imports
-neither boto3 nor moto. Server side (`serve`) runs in its own detached process: moto's WSGI app behind a
-middleware that serializes requests, records the time of the last one, and snapshots the stacks after
-every mutating CloudFormation request so that they come back after a restart.
+This side (`ensure_endpoint`, `stop_endpoint`, `endpoint_status`, the CLI) runs in doit's processes and
+imports neither boto3 nor moto. The server itself (`local_server.serve`) runs in its own detached process.
 """
 
 from __future__ import annotations
