@@ -285,11 +285,10 @@ def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, 
 def _listed_services(
     root: Path, parsed: ConfigFile, raw: dict[str, Any], problems: list[str]
 ) -> Iterator[tuple[str, str]]:
-    """Each service once, with where it is named; without phases, the services map or folder decides."""
+    """Each service once, with where it is named; without phases: the services map's, then services/*."""
     if parsed.phases is None:
-        names = list(parsed.services) or sorted(
-            {p.parent.name for n in DEFINITION_NAMES for p in root.glob(f"services/*/{n}")}
-        )
+        found = {p.parent.name for n in DEFINITION_NAMES for p in root.glob(f"services/*/{n}")}
+        names = [*parsed.services, *sorted(found - set(parsed.services))]
         if not names:
             problems.append(
                 "phases: computed from the imports, but there are no services"

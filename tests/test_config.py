@@ -227,6 +227,13 @@ def test_phases_left_to_compute_keep_the_services_order(tmp_path: Path) -> None:
     assert list(app.services) == ["users-api", "orders-api"]
 
 
+def test_phases_left_to_compute_take_every_service_folder(tmp_path: Path) -> None:
+    (tmp_path / "services" / "audit-job").mkdir(parents=True)
+    (tmp_path / "services" / "audit-job" / "template.json").write_text('{"Resources": {}}')
+    app = load(tmp_path, "app: shop\nservices: {users-api: {tags: {team: a}}}\n")
+    assert list(app.services) == ["users-api", "audit-job", "orders-api"]
+
+
 def test_phases_left_to_compute_without_services(tmp_path: Path) -> None:
     (tmp_path / "phases.yml").write_text("app: shop\n")
     with pytest.raises(PhasedoitError) as e:

@@ -307,3 +307,16 @@ def test_one_service_with_its_earlier_phases(shop: Path, moto: Moto) -> None:
     assert sorted(stacks(moto)) == ["checkout-api-dev", "reset-cart-job-dev"]
     again = doit(shop, "deploy:reset-cart-job")
     assert again.stdout.splitlines()[-1].startswith("2 up to date (")
+
+
+def test_computed_phases(tmp_path: Path, aws_env: dict[str, str], moto: Moto) -> None:
+    blog = copy_app(REPO / "tests" / "fixtures" / "blog", tmp_path / "blog")
+    config = blog / "phases.yml"
+    config.write_text(config.read_text().split("phases:")[0] + "phases: auto\n")
+    assert doit(blog, "list").stdout.splitlines()[1:4] == [
+        "deploy-1   deploy phase 1: media-api, users-api",
+        "deploy-2   deploy phase 2: posts-api (after users-api), search-api (after media-api)",
+        "deploy-3   deploy phase 3: feed-job (after media-api, posts-api)",
+    ]
+    assert doit(blog, "-n", "4", "deploy").returncode == 0
+    assert len(stacks(moto)) == 5
