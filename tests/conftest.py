@@ -119,9 +119,16 @@ def copy_app(source: Path, destination: Path) -> Path:
 
 
 def doit(app: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_module("doit", *args, cwd=app, env=env)
+
+
+def run_module(
+    module: str, *args: str, cwd: Path, env: dict[str, str] | None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` as a user runs it: a real process, its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "doit", *args],
-        cwd=app,
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from phasedoit.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, run_module
 
 DOT = """\
 digraph phasedoit {
@@ -44,15 +43,7 @@ flowchart LR
 
 def phasedoit(*args: str, cwd: Path = REPO, stage: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", **({"PHASEDOIT_STAGE": stage} if stage else {})}
-    return subprocess.run(
-        [sys.executable, "-m", "phasedoit.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("phasedoit.cli", *args, cwd=cwd, env=env)
 
 
 def test_dot_of_the_sample_app() -> None:
