@@ -224,6 +224,8 @@ class Gate:
                 body = _call(self.app, environ, recording_start_response)
             if statuses and statuses[-1].startswith(("4", "5")):
                 discard_stacks(created)
+        if action in ("UpdateStack", "ExecuteChangeSet"):
+            sync_exports()
         if action is not None and not action.startswith(READ_PREFIXES):
             # also after a refused request: moto may have left a stack behind anyway
             self.snapshots.save()
@@ -247,6 +249,28 @@ class Gate:
     def stop(self) -> None:
         with self.lock:
             self.stopping = True
+
+
+def sync_exports() -> None:
+    """Register the exports the stacks have now.
+
+    moto registers exports when it creates a stack only: after an update that adds or renames an
+    export, importing it fails with "No export named ...", and a removed export stays importable.
+    """
+    for regions in _cloudformation_backends().values():
+        for backend in regions.values():
+            exports: dict[str, Any] = {}
+            for stack in list(backend.stacks.values()):
+                if stack.status == "DELETE_COMPLETE":
+                    continue
+                try:
+                    exports |= {export.name: export for export in stack.exports}
+                except Exception:  # moto cannot compute its outputs: keep what it had registered
+                    exports |= {
+                        n: e for n, e in backend.exports.items() if e.exporting_stack_id == stack.stack_id
+                    }
+            backend.exports.clear()
+            backend.exports.update(exports)
 
 
 def discard_stacks(stack_ids: list[str]) -> None:

@@ -209,6 +209,19 @@ def test_refused_create_leaves_no_stack(state_dir: Path) -> None:
     assert [stack["StackStatus"] for stack in client.describe_stacks()["Stacks"]] == ["CREATE_COMPLETE"] * 2
 
 
+def test_an_export_added_by_an_update_can_be_imported(state_dir: Path) -> None:
+    client = cloudformation(ensure_endpoint(state_dir))
+    client.create_stack(
+        StackName="api-dev", TemplateBody=EXPORTER.replace("dev-PurchasedTopicArn", "dev-OldName")
+    )
+    client.update_stack(StackName="api-dev", TemplateBody=EXPORTER)  # renames its export
+    assert [export["Name"] for export in client.list_exports()["Exports"]] == ["dev-PurchasedTopicArn"]
+    stage = [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
+    client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=stage)
+    statuses = {stack["StackName"]: stack["StackStatus"] for stack in client.describe_stacks()["Stacks"]}
+    assert statuses == {"api-dev": "UPDATE_COMPLETE", "job-dev": "CREATE_COMPLETE"}
+
+
 def test_saved_state_stays_bounded(state_dir: Path) -> None:
     client = cloudformation(ensure_endpoint(state_dir))
     snapshot = local_paths(state_dir).snapshot
