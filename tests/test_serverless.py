@@ -11,7 +11,7 @@ from phasedoit.templates import Dependencies
 
 MONOREPO = Path(__file__).parent / "fixtures" / "serverless-monorepo"
 SERVICES = ("users-api", "orders-api", "notify-job")
-PSEUDO = {"AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012"}
+PSEUDO = {"AWS::Region": "eu-west-1", "AWS::AccountId": "000000000000"}
 
 
 def _read_monorepo(stage: str) -> dict[str, ServerlessService]:

@@ -10,7 +10,7 @@ from phasedoit import yamlfile
 from phasedoit.errors import PhasedoitError
 from phasedoit.templates import Dependencies, find_dependencies, load_template
 
-VALUES = {"Stage": "dev", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012"}
+VALUES = {"Stage": "dev", "AWS::Region": "eu-west-1", "AWS::AccountId": "000000000000"}
 SHOWN = "services/x/template.yml"
 
 
@@ -36,7 +36,7 @@ def _exporting(name: Any, **parameters: Any) -> dict[str, Any]:
     [
         ("dev-Literal", {}, "dev-Literal"),
         ({"Fn::Sub": "${Stage}-TopicArn"}, {}, "dev-TopicArn"),
-        ({"Fn::Sub": "${AWS::Region}-${AWS::AccountId}-X"}, {}, "eu-west-1-123456789012-X"),
+        ({"Fn::Sub": "${AWS::Region}-${AWS::AccountId}-X"}, {}, "eu-west-1-000000000000-X"),
         ({"Fn::Sub": ["${Env}-X", {"Env": "qa"}]}, {}, "qa-X"),
         ({"Fn::Sub": ["${Env}-X", {"Env": {"Ref": "Stage"}}]}, {}, "dev-X"),
         ({"Fn::Sub": ["${Env}-${Stage}", {"Env": {"Fn::Sub": "${AWS::Region}"}}]}, {}, "eu-west-1-dev"),
