@@ -19,14 +19,13 @@ from typing import Any
 from doit.task import UptodateCalculator
 
 from phasedoit.errors import PhasedoitError
-from phasedoit.stack import RemoteStack, Target
+from phasedoit.stack import DEPLOYED, RemoteStack, Target
 
 # Never part of what a service deploys: VCS folders, caches, installed packages, build outputs of tools.
 DEFAULT_EXCLUDE = (
     ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", ".ruff_cache",
     "node_modules", ".venv", ".serverless", ".aws-sam", ".DS_Store", ".phasedoit",
 )  # fmt: skip
-DEPLOYED = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"}
 
 
 def digest(value: object) -> str:

@@ -14,7 +14,7 @@ import botocore.exceptions
 import botocore.parsers
 
 from phasedoit.errors import PhasedoitError
-from phasedoit.stack import FINGERPRINT_TAG, RemoteStack, StackSpec, Target, value_hash
+from phasedoit.stack import DEPLOYED, FINGERPRINT_TAG, RemoteStack, StackSpec, Target, value_hash
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 Say = Callable[[str], None]
 # A failed first create leaves a stack that cannot be updated, only deleted and created again.
 RECREATE = {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED", "REVIEW_IN_PROGRESS"}
-SUCCESS = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"}
 NO_UPDATES = "No updates are to be performed."
 NO_REGION = "no AWS region: set AWS_REGION, or a region for the stage in phases.yml"
 # moto, unlike CloudFormation, leaves these behind when it refuses a CreateStack
@@ -109,7 +108,7 @@ def deploy_stack(
             stack_id = stack["StackId"]
             action = "updated" if _update(cfn, spec, stack) else "unchanged"
         final = _settle(cfn, stack_id, waiting)
-        if final["StackStatus"] not in SUCCESS:
+        if final["StackStatus"] not in DEPLOYED:
             raise PhasedoitError(_failure(cfn, final))
         return Deployed(action, *_outputs(final))
 
@@ -131,7 +130,7 @@ def list_stacks(cfn: CloudFormationClient) -> dict[str, RemoteStack]:
         return {
             stack["StackName"]: RemoteStack(
                 stack["StackStatus"],
-                next((t["Value"] for t in stack.get("Tags", []) if t["Key"] == FINGERPRINT_TAG), None),
+                _tags(stack).get(FINGERPRINT_TAG),
                 {name: value_hash(value) for name, value in _outputs(stack)[1].items()},
             )
             for page in cfn.get_paginator("describe_stacks").paginate()
@@ -172,7 +171,7 @@ def _update(cfn: CloudFormationClient, spec: StackSpec, current: StackTypeDef) -
     except botocore.exceptions.ClientError as e:
         if _message(e) != NO_UPDATES:
             raise
-        if {t["Key"]: t["Value"] for t in current.get("Tags", [])} == spec.tags:
+        if _tags(current) == spec.tags:
             return False
         # Only moto answers "no updates" to new tags (when parameters are passed, it compares template and
         # parameters alone); a body that differs in whitespace alone makes it apply them.
@@ -235,6 +234,10 @@ def _outputs(stack: StackTypeDef) -> tuple[dict[str, str], dict[str, str]]:
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     exports = {o["ExportName"]: o["OutputValue"] for o in stack.get("Outputs", []) if o.get("ExportName")}
     return outputs, exports
+
+
+def _tags(stack: StackTypeDef) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in stack.get("Tags", [])}
 
 
 def _message(error: botocore.exceptions.ClientError) -> str:

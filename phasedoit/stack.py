@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 FINGERPRINT_TAG = "phasedoit:fingerprint"
+# The statuses of a stack whose last operation succeeded.
+DEPLOYED = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
 
 
 @dataclass(frozen=True)
