@@ -37,17 +37,19 @@ def file_hashes(folder: Path, exclude: Iterable[str]) -> dict[str, str]:
     patterns = tuple(exclude)
     hashes: dict[str, str] = {}
     for top, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _excluded(d, patterns))
+        base = Path(top).relative_to(folder)
+        dirs[:] = sorted(d for d in dirs if not _excluded(base / d, patterns))
         for name in sorted(files):
-            path = Path(top, name)
-            relative = path.relative_to(folder).as_posix()
-            if not _excluded(name, patterns) and not _excluded(relative, patterns):
-                hashes[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+            if not _excluded(base / name, patterns):
+                hashes[(base / name).as_posix()] = hashlib.sha256(Path(top, name).read_bytes()).hexdigest()
     return hashes
 
 
-def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+def _excluded(relative: Path, patterns: tuple[str, ...]) -> bool:
+    """A pattern matches a file or folder by its name (`node_modules`) or its path (`src/generated`)."""
+    return any(
+        fnmatch.fnmatchcase(text, p) for text in (relative.name, relative.as_posix()) for p in patterns
+    )
 
 
 @dataclass(frozen=True)

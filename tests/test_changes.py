@@ -37,6 +37,14 @@ def test_file_hashes_leave_out_vcs_caches_and_packages(tmp_path: Path) -> None:
     assert list(file_hashes(tmp_path, DEFAULT_EXCLUDE)) == ["template.yml", "docs/notes.md"]
     assert list(file_hashes(tmp_path, (*DEFAULT_EXCLUDE, "docs", "*.md"))) == ["template.yml"]
     assert list(file_hashes(tmp_path, (*DEFAULT_EXCLUDE, "docs/notes.md"))) == ["template.yml"]
+    assert list(file_hashes(tmp_path, (*DEFAULT_EXCLUDE, "docs/*"))) == ["template.yml"]
+
+
+def test_a_folder_is_left_out_by_its_path(tmp_path: Path) -> None:
+    for name in ("src/generated/a.py", "src/handler.py", "generated/b.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("a")
+    assert list(file_hashes(tmp_path, ("src/generated",))) == ["generated/b.py", "src/handler.py"]
 
 
 NOW = Fingerprint({"template.yml": "1", "handler.py": "2"}, "settings", {"dev-Topic": "t"})
