@@ -182,7 +182,14 @@ class Service:
 
     def stack_name(self, app: str, stage: str) -> str:
         pattern = self.settings.stack_name or DEFAULT_STACK_NAME
-        return pattern.format(app=app, service=self.name, stage=stage)
+        name = pattern.format(app=app, service=self.name, stage=stage)
+        if not STACK_RE.fullmatch(name):
+            where = f"{CONFIG_NAME}: services.{self.name}.stack_name"
+            raise PhasedoitError(
+                f"{where}: {name!r} is not a valid CloudFormation stack name"
+                " (letters, digits and '-', starting with a letter, at most 128)"
+            )
+        return name
 
 
 @dataclass(frozen=True)

@@ -242,3 +242,24 @@ def test_phases_left_to_compute_without_services(tmp_path: Path) -> None:
         "phases.yml: phases: computed from the imports, but there are no services"
         " (no services/*/template.yml or serverless.yml)"
     )
+
+
+@pytest.mark.parametrize(
+    ("stack_name", "shown"),
+    [
+        ("{service}_{stage}", "users-api_prod"),
+        ("9-{service}", "9-users-api"),
+        ("x" * 125 + "{stage}", "x" * 125 + "prod"),
+    ],
+)
+def test_stack_names_cloudformation_refuses(tmp_path: Path, stack_name: str, shown: str) -> None:
+    app = load(
+        tmp_path,
+        f"app: shop\nphases: [[users-api]]\nservices: {{users-api: {{stack_name: '{stack_name}'}}}}\n",
+    )
+    with pytest.raises(PhasedoitError) as e:
+        app.services["users-api"].stack_name("shop", "prod")
+    assert str(e.value) == (
+        f"phases.yml: services.users-api.stack_name: {shown!r} is not a valid CloudFormation stack name"
+        " (letters, digits and '-', starting with a letter, at most 128)"
+    )
