@@ -57,6 +57,19 @@ def check_service_name(value: str) -> str:
     return _check_name(value, "service", SERVICE_RE, "letters, digits and '-', starting with a letter")
 
 
+def check_placeholders(value: str, allowed: tuple[str, ...]) -> str:
+    """`value` is formatted with `allowed` later: any other `{name}` is an error now, not a traceback then."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+    except ValueError as e:
+        raise ValueError(f"{value!r}: {e}") from None
+    for name in names:
+        if name not in allowed:
+            use = ", ".join(f"{{{a}}}" for a in allowed)
+            raise ValueError(f"unknown placeholder {{{name}}} (use {use})")
+    return value
+
+
 def _text(value: Any) -> str:
     # YAML reads `512` and `true` as numbers and booleans; CloudFormation wants their text
     if isinstance(value, bool):
@@ -92,11 +105,7 @@ class ServiceSettings(_Model):
     @field_validator("stack_name")
     @classmethod
     def _placeholders(cls, value: str | None) -> str | None:
-        if value is not None:
-            for _, name, _, _ in string.Formatter().parse(value):
-                if name is not None and name not in ("app", "service", "stage"):
-                    raise ValueError(f"unknown placeholder {{{name}}} (use {{app}}, {{service}}, {{stage}})")
-        return value
+        return value if value is None else check_placeholders(value, ("app", "service", "stage"))
 
 
 class StageSettings(_Model):
@@ -141,7 +150,8 @@ class ConfigFile(_Model):
     phases: list[PhaseSettings] | None = Field(default=None, min_length=1)  # None: computed from imports
     services: dict[ServiceName, ServiceSettings] = {}
     stages: dict[StageName, StageSettings] = {}
-    external_exports: list[str] = []  # exports of other apps this one imports; may use {stage}
+    # exports of other apps this one imports; may use {stage}
+    external_exports: list[Annotated[str, AfterValidator(lambda v: check_placeholders(v, ("stage",)))]] = []
 
     @field_validator("app")
     @classmethod

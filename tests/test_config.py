@@ -144,6 +144,14 @@ stages:
             "phases.yml: services.users-api.stack_name: unknown placeholder {svc} (use {app}, {service}, {stage})",
         ),
         (
+            "app: shop\nphases: [[users-api]]\nexternal_exports: ['${Stage}-VpcId']\n",
+            "phases.yml: external_exports[0]: unknown placeholder {Stage} (use {stage})",
+        ),
+        (
+            "app: shop\nphases: [[users-api]]\nexternal_exports: ['{stage-VpcId']\n",
+            "phases.yml: external_exports[0]: '{stage-VpcId': expected '}' before end of string",
+        ),
+        (
             "app: shop\nphases: [[users-api]]\nservices: {users-api: {parameters: {A: {b: 1}}}}\n",
             "phases.yml: services.users-api.parameters.A: expected a string, number or boolean, got {'b': 1}",
         ),
