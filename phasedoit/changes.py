@@ -1,15 +1,15 @@
-"""Is a service up to date? Its fingerprint (files, settings, upstream exports) against its stack's tag.
+"""Is a service up to date? The fingerprint of what it sends and of the exports it imports, vs its stack.
 
 The cloud is the source of truth: each deployed stack carries the fingerprint of what phasedoit deployed,
 so a run with no local state (a fresh CI checkout) skips what is already there. Local state (doit's values)
-only adds the detail to say *why* a service deploys.
+only adds the detail to say *why* a service deploys (and, for a deployer that cannot tag its stack, what
+it deployed last).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,17 +19,14 @@ from typing import Any
 from doit.task import UptodateCalculator
 
 from phasedoit.errors import PhasedoitError
-from phasedoit.stack import DEPLOYED, RemoteStack, Target
+from phasedoit.planning import ServicePlan, Watched
+from phasedoit.stack import DEPLOYED, RemoteStack, Target, Verdict, digest
 
 # Never part of what a service deploys: VCS folders, caches, installed packages, build outputs of tools.
 DEFAULT_EXCLUDE = (
     ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", ".ruff_cache",
     "node_modules", ".venv", ".serverless", ".aws-sam", ".DS_Store", ".phasedoit",
 )  # fmt: skip
-
-
-def digest(value: object) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def file_hashes(folder: Path, exclude: Iterable[str]) -> dict[str, str]:
@@ -52,20 +49,23 @@ def _excluded(relative: Path, patterns: tuple[str, ...]) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class Inputs:
-    """What a service deploys, known before any AWS call."""
-
-    folder: str
-    exclude: tuple[str, ...]
-    settings: str  # digest of stack name, parameters, tags, capabilities, region, endpoint
-    imports: tuple[tuple[str, str], ...]  # (export, the service of this app exporting it)
+def watched_hashes(watched: Iterable[Watched]) -> dict[str, str]:
+    """Content hashes of watched folders' files (or of a watched file), by the path shown to the user."""
+    hashes: dict[str, str] = {}
+    for entry in watched:
+        path = Path(entry.folder)
+        if path.is_file():
+            hashes[entry.prefix] = hashlib.sha256(path.read_bytes()).hexdigest()
+            continue
+        found = file_hashes(path, DEFAULT_EXCLUDE + entry.exclude)
+        hashes |= {f"{entry.prefix}{name}": value for name, value in found.items()}
+    return hashes
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    files: dict[str, str]
-    settings: str
+    files: dict[str, str]  # what is sent, by the file it comes from
+    settings: str  # digest of the rest of what is sent
     upstream: dict[str, str]  # imported export -> hash of its value
 
     @property
@@ -139,32 +139,46 @@ def remote_listing(target: Target) -> Listing:
 
 
 class UpToDate(UptodateCalculator):  # type: ignore[misc]
-    """doit's uptodate check of a deploy task; hands the fingerprint to the action through `task.meta`."""
+    """doit's uptodate check of a deploy task; leaves its `Verdict` in `task.meta` for the action."""
 
-    def __init__(self, stack: str, inputs: Inputs, target: Target, run: str, force: bool) -> None:
-        self.stack, self.inputs, self.target, self.run, self.force = stack, inputs, target, run, force
+    def __init__(self, plan: ServicePlan, target: Target, run: str, force: bool, on_stack: bool) -> None:
+        self.plan, self.target, self.run, self.force, self.on_stack = plan, target, run, force, on_stack
 
     def setup(self, dep_manager: Any, tasks_dict: Any) -> None:
         self.dep_manager = dep_manager
 
     def __call__(self, task: Any, values: Mapping[str, Any]) -> bool:
+        verdict: Verdict = task.meta["phasedoit"]
         try:
             listing = remote_listing(self.target)
         except PhasedoitError as e:
-            # the deploy runs, and fails with this error as one line, rather than doit with a traceback
-            task.meta["phasedoit"].update(error=str(e), reasons=[f"cannot list its stack: {e}"])
+            # the deploy fails with this error as one line: nothing deploys blind, nothing loses its tag
+            verdict.error, verdict.reasons = str(e), [f"cannot list its stack: {e}"]
             return False
-        files = file_hashes(Path(self.inputs.folder), self.inputs.exclude)
-        current = Fingerprint(files, self.inputs.settings, self._upstream(listing.exports))
-        why = ["forced"] if self.force else reasons(current, values, listing.stacks.get(self.stack))
-        task.meta["phasedoit"].update(fingerprint=current.value, reasons=why)
+        try:
+            files = {**self.plan.files, **watched_hashes(self.plan.watched)}
+        except OSError as e:
+            verdict.error = f"cannot read {e.filename}: {e.strerror}"
+            verdict.reasons = [verdict.error]
+            return False
+        current = Fingerprint(files, self.plan.settings, self._upstream(listing.exports))
+        remote = listing.stacks.get(self.plan.stack)
+        if remote is not None and not self.on_stack:
+            remote = RemoteStack(remote.status, values.get("fingerprint"), remote.exports)
+        if self.force:
+            why = ["forced"]
+        elif self.plan.always:
+            why = [self.plan.always]
+        else:
+            why = reasons(current, values, remote)
+        verdict.fingerprint, verdict.reasons = current.value, why
         task.value_savers.append(current.saved)
         return not why
 
     def _upstream(self, exports: Mapping[str, str]) -> dict[str, str]:
         """Each imported export's value: as its exporter's deploy in this run left it, else as listed."""
         upstream: dict[str, str] = {}
-        for export, exporter in self.inputs.imports:
+        for export, exporter in self.plan.imports:
             fresh = self.dep_manager.get_values(f"deploy:{exporter}")
             if fresh.get("run") == self.run and export in fresh.get("exports", {}):
                 upstream[export] = fresh["exports"][export]

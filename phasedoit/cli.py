@@ -16,7 +16,7 @@ from pathlib import Path
 from phasedoit import graph, local
 from phasedoit.config import CONFIG_NAME, load_config
 from phasedoit.errors import PhasedoitError
-from phasedoit.loader import plan_stage
+from phasedoit.planning import plan_stage
 
 DRAWINGS = {"dot": graph.to_dot, "mermaid": graph.to_mermaid}
 

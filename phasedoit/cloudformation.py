@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import boto3
-import botocore.config
 import botocore.exceptions
-import botocore.parsers
 
+from phasedoit import aws
+from phasedoit.aws import message as _message
+from phasedoit.aws import translated as _translated
 from phasedoit.errors import PhasedoitError
-from phasedoit.stack import DEPLOYED, FINGERPRINT_TAG, RemoteStack, StackSpec, Target, value_hash
+from phasedoit.stack import (
+    DEPLOYED,
+    FINGERPRINT_TAG,
+    Deployed,
+    RemoteStack,
+    StackSpec,
+    Target,
+    value_hash,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
@@ -24,16 +31,6 @@ Say = Callable[[str], None]
 # A failed first create leaves a stack that cannot be updated, only deleted and created again.
 RECREATE = {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED", "REVIEW_IN_PROGRESS"}
 NO_UPDATES = "No updates are to be performed."
-NO_REGION = "no AWS region: set AWS_REGION, or a region for the stage in phases.yml"
-# moto, unlike CloudFormation, leaves these behind when it refuses a CreateStack
-STUCK_AFTER_REFUSED_CREATE = {"CREATE_IN_PROGRESS", "CREATE_PENDING"}
-
-
-@dataclass(frozen=True)
-class Deployed:
-    action: str  # created, updated or unchanged
-    outputs: dict[str, str]
-    exports: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -51,27 +48,9 @@ class Waiting:
             delay = min(delay * 1.5, self.most)
 
 
-def client(target: Target, attempts: int = 10) -> CloudFormationClient:
-    # standard mode retries throttling and transient errors with jittered backoff
-    retries: Any = {"mode": "standard", "max_attempts": attempts}
-    config = botocore.config.Config(retries=retries, user_agent_extra="phasedoit")
-    # the embedded endpoint takes any credentials, and its user may have none
-    key = "local" if target.local is not None else None
-    with _translated():
-        session = boto3.session.Session(
-            aws_access_key_id=key, aws_secret_access_key=key, region_name=target.region
-        )
-        if target.account and target.local is None:
-            _check_account(session, target, config)
-        return session.client("cloudformation", endpoint_url=target.endpoint, config=config)
-
-
-def _check_account(session: boto3.session.Session, target: Target, config: botocore.config.Config) -> None:
-    """A stage bound to an account never deploys with another account's credentials (prod with dev's)."""
-    if session.client("sts", config=config).get_caller_identity()["Account"] != target.account:
-        # no account id in the message: it ends up in CI logs
-        where = f"stages.{target.stage}.account"
-        raise PhasedoitError(f"the AWS credentials in use are for another account than phases.yml's {where}")
+def client(target: Target) -> CloudFormationClient:
+    client: CloudFormationClient = aws.client(target, "cloudformation")
+    return client
 
 
 def describe(cfn: CloudFormationClient, name: str) -> StackTypeDef | None:
@@ -106,7 +85,7 @@ def deploy_stack(
         else:
             say(f"updating {spec.name}")
             stack_id = stack["StackId"]
-            action = "updated" if _update(cfn, spec, stack) else "unchanged"
+            action = "updated" if _update(cfn, spec) else "unchanged"
         final = _settle(cfn, stack_id, waiting)
         if final["StackStatus"] not in DEPLOYED:
             raise PhasedoitError(_failure(cfn, final))
@@ -144,38 +123,17 @@ def export_names(cfn: CloudFormationClient) -> set[str]:
 
 
 def _create(cfn: CloudFormationClient, spec: StackSpec) -> str:
-    try:
-        return cfn.create_stack(StackName=spec.name, **_arguments(spec))["StackId"]
-    except botocore.exceptions.ClientError as e:
-        if e.response["Error"]["Code"] != "AlreadyExistsException":
-            _remove_leftover(cfn, spec.name)
-        raise
+    return cfn.create_stack(StackName=spec.name, **_arguments(spec))["StackId"]
 
 
-def _remove_leftover(cfn: CloudFormationClient, name: str) -> None:
-    # CloudFormation creates nothing when it refuses a CreateStack; moto leaves a stack that never
-    # settles, blocks the next create, and may even fail to describe (HTTP 500 on its outputs).
-    # Looking costs real CloudFormation one describe call.
-    try:
-        stack = describe(cfn, name)
-    except botocore.parsers.ResponseParserError:
-        cfn.delete_stack(StackName=name)
-        return
-    if stack and stack["StackStatus"] in STUCK_AFTER_REFUSED_CREATE:
-        cfn.delete_stack(StackName=stack["StackId"])
-
-
-def _update(cfn: CloudFormationClient, spec: StackSpec, current: StackTypeDef) -> bool:
+def _update(cfn: CloudFormationClient, spec: StackSpec) -> bool:
+    """False when CloudFormation finds nothing to update (the same template, parameters and tags)."""
     try:
         cfn.update_stack(StackName=spec.name, **_arguments(spec))
     except botocore.exceptions.ClientError as e:
         if _message(e) != NO_UPDATES:
             raise
-        if _tags(current) == spec.tags:
-            return False
-        # Only moto answers "no updates" to new tags (when parameters are passed, it compares template and
-        # parameters alone); a body that differs in whitespace alone makes it apply them.
-        cfn.update_stack(StackName=spec.name, **{**_arguments(spec), "TemplateBody": spec.body + "\n"})
+        return False
     return True
 
 
@@ -238,26 +196,3 @@ def _outputs(stack: StackTypeDef) -> tuple[dict[str, str], dict[str, str]]:
 
 def _tags(stack: StackTypeDef) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in stack.get("Tags", [])}
-
-
-def _message(error: botocore.exceptions.ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Message", error))
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """Turns the AWS errors a user can act on into one-line PhasedoitErrors."""
-    try:
-        yield
-    except botocore.exceptions.ClientError as e:
-        raise PhasedoitError(_message(e)) from None
-    except botocore.exceptions.EndpointConnectionError as e:
-        raise PhasedoitError(f"cannot reach CloudFormation at {e.kwargs.get('endpoint_url')}") from None
-    except botocore.parsers.ResponseParserError:
-        raise PhasedoitError(
-            "CloudFormation answered with an error page, not an API response (HTTP 500)"
-        ) from None
-    except botocore.exceptions.NoCredentialsError:
-        raise PhasedoitError("no AWS credentials: set AWS_PROFILE, or run `aws configure`") from None
-    except botocore.exceptions.NoRegionError:
-        raise PhasedoitError(NO_REGION) from None

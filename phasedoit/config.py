@@ -101,6 +101,9 @@ class ServiceSettings(_Model):
     tags: dict[str, Text] = {}
     capabilities: list[Capability] = []
     exclude: list[str] = []  # file patterns that are not part of what the service deploys
+    watch: list[str] = []  # paths (from the app folder) whose files are part of what it deploys: `libs/`
+    # a template whose values CloudFormation reads when it deploys (SSM, secrets) deploys on every run
+    deploy_time_values: Literal["redeploy", "ignore"] = "redeploy"
 
     @field_validator("stack_name")
     @classmethod
@@ -335,18 +338,21 @@ def _find_service(root: Path, name: str, settings: ServiceSettings, where: str) 
     if settings.template:
         if not (folder / settings.template).is_file():
             return f"services.{name}.template: no file {shown}/{settings.template}"
-        return _checked(Service(name, folder, folder / settings.template, settings), shown)
+        return _checked(root, Service(name, folder, folder / settings.template, settings), shown)
     for candidate in DEFINITION_NAMES:
         if (folder / candidate).is_file():
-            return _checked(Service(name, folder, folder / candidate, settings), shown)
+            return _checked(root, Service(name, folder, folder / candidate, settings), shown)
     return (
         f"{where}: service {name!r} has no template in {shown}"
         " (template.yml, template.yaml, template.json or serverless.yml)"
     )
 
 
-def _checked(service: Service, shown: str) -> Service | str:
-    """A Serverless Framework service names and configures its stack in its serverless.yml, not here."""
+def _checked(root: Path, service: Service, shown: str) -> Service | str:
+    """Watched paths exist; a Serverless Framework service names and configures its stack itself."""
+    for i, path in enumerate(service.settings.watch):
+        if not (root / path).exists():
+            return f"services.{service.name}.watch[{i}]: no file or folder {path}"
     if service.serverless:
         for key in CLOUDFORMATION_ONLY:
             if key in service.settings.model_fields_set:

@@ -86,6 +86,11 @@ def ensure_endpoint(state_dir: Path) -> str:
         return _live_url(paths) or _start(paths)
 
 
+def credentials(state_dir: str | Path) -> tuple[str, str]:
+    """The access key id and secret that phasedoit's clients sign the endpoint's requests with."""
+    return "local", "local"
+
+
 def stop_endpoint(state_dir: Path) -> bool:
     """Stop the local endpoint now; True if one was running."""
     paths = local_paths(state_dir)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from doit.cmd_base import DoitCmdBase
+
+from phasedoit.stack import Verdict
 
 
 class Plan(DoitCmdBase):  # type: ignore[misc]
@@ -22,25 +23,23 @@ class Plan(DoitCmdBase):  # type: ignore[misc]
         deploying: set[str] = set()
         phase = None
         for task in services:  # in phase order, as phasedoit defines them
-            meta = task.meta["phasedoit"]
-            if meta["phase"] != phase:
-                phase = meta["phase"]
+            verdict: Verdict = task.meta["phasedoit"]
+            if verdict.phase != phase:
+                phase = verdict.phase
                 lines.append(f"{phase}\n")
-            self.dep_manager.get_status(
-                task, tasks
-            )  # runs phasedoit's check, which leaves its reasons in meta
-            if "error" in meta:
-                sys.stderr.write(f"{meta['error']}\n")
+            self.dep_manager.get_status(task, tasks)  # runs phasedoit's check, which fills the verdict
+            if verdict.error:
+                sys.stderr.write(f"{verdict.error}\n")
                 return 1
-            lines.append(_line(meta, deploying))
+            lines.append(_line(verdict, deploying))
         total = f"{len(services)} service{'s' * (len(services) != 1)}"
         self.outstream.write(f"{len(deploying)} of {total} would deploy\n" + "".join(lines))
         return 0
 
 
-def _line(meta: dict[str, Any], deploying: set[str]) -> str:
-    service, reasons = meta["service"], meta.get("reasons") or []
-    waits = [upstream for upstream in meta["upstreams"] if upstream in deploying]
+def _line(verdict: Verdict, deploying: set[str]) -> str:
+    service, reasons = verdict.service, verdict.reasons
+    waits = [upstream for upstream in verdict.upstreams if upstream in deploying]
     if reasons:
         deploying.add(service)
         status = f"deploys: {'; '.join(reasons)}"

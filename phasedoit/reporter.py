@@ -9,6 +9,8 @@ from typing import Any
 
 from doit.reporter import ConsoleReporter
 
+from phasedoit.stack import Verdict
+
 DONE = {"deploy": "deployed", "remove": "removed"}
 
 
@@ -30,8 +32,8 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]
         service = _service(task)
         if service:
             self._header(service)
-            if service.get("reasons"):
-                self.write(f"{service['service']}: deploying ({'; '.join(service['reasons'])})\n")
+            if service.reasons:
+                self.write(f"{service.service}: deploying ({'; '.join(service.reasons)})\n")
         elif task.actions:
             self.write(f"{task.name}: {task.doc}\n")
 
@@ -39,7 +41,7 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]
         service = _service(task)
         if service:
             self._header(service)
-            self.write(f"{service['service']}: up to date\n")
+            self.write(f"{service.service}: up to date\n")
             self.counts["up to date"] += 1
 
     def add_success(self, task: Any) -> None:
@@ -62,12 +64,12 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]
             parts = [f"{self.counts[key]} {key}" for key in order if key in self.counts]
             self.write(f"{', '.join(parts)} ({time.monotonic() - self.started:.1f}s)\n")
 
-    def _header(self, service: dict[str, Any]) -> None:
-        if service["phase"] != self.phase:
-            self.phase = service["phase"]
+    def _header(self, service: Verdict) -> None:
+        if service.phase != self.phase:
+            self.phase = service.phase
             self.write(f"{self.phase}\n")
 
 
-def _service(task: Any) -> dict[str, Any] | None:
-    meta: dict[str, Any] = (task.meta or {}).get("phasedoit", {})
-    return meta if "service" in meta else None
+def _service(task: Any) -> Verdict | None:
+    verdict = (task.meta or {}).get("phasedoit")
+    return verdict if isinstance(verdict, Verdict) else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ CONFIG_NAMES = ("serverless.yml", "serverless.yaml", "serverless.json")
 class ServerlessService:
     stack_name: str
     dependencies: Dependencies
+    files: tuple[Path, ...] = field(default=(), compare=False)  # what its `${file(...)}` variables read
 
 
 def read_serverless(
@@ -40,7 +41,8 @@ def read_serverless(
     # Serverless names the stack; `${AWS::StackName}` in a Sub is therefore known here.
     known = {**values, "AWS::StackName": stack_name}
     deps = collect_dependencies(_outputs(config.get("resources")), "resources.Outputs", config, known, shown)
-    return ServerlessService(stack_name, _still_variables(deps, resolver.warnings, shown))
+    dependencies = _still_variables(deps, resolver.warnings, shown)
+    return ServerlessService(stack_name, dependencies, tuple(resolver.files))
 
 
 def _stack_name(config: dict[str, Any], shown: str, stage: str) -> str:

@@ -1,11 +1,13 @@
-"""What to deploy, and where: plain data, shared by planning (no boto3) and the AWS boundary."""
+"""What to deploy, and where: plain data shared by planning (no boto3), the deployers and the AWS boundary."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 FINGERPRINT_TAG = "phasedoit:fingerprint"
+APP_TAG, STAGE_TAG, SERVICE_TAG = "phasedoit:app", "phasedoit:stage", "phasedoit:service"
 # The statuses of a stack whose last operation succeeded.
 DEPLOYED = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
 
@@ -15,7 +17,7 @@ class Target:
     """Where CloudFormation is: None means what the standard AWS variables and files say."""
 
     region: str | None = None
-    endpoint: str | None = None
+    endpoint: str | None = None  # from phases.yml or AWS_ENDPOINT_URL(_CLOUDFORMATION)
     local: str | None = None  # the embedded endpoint of the app whose state folder this is
     account: str | None = None  # the only account the stage may deploy to
     stage: str = ""
@@ -23,6 +25,8 @@ class Target:
 
 @dataclass(frozen=True)
 class StackSpec:
+    """The request a CloudFormation deploy sends, exactly."""
+
     name: str
     body: str
     parameters: dict[str, str] = field(default_factory=dict)
@@ -39,6 +43,36 @@ class RemoteStack:
     exports: dict[str, str]  # export name -> value_hash(value)
 
 
+@dataclass(frozen=True)
+class Deployed:
+    """What a deploy did, and the stack's outputs after it."""
+
+    action: str  # created, updated, unchanged (CloudFormation), deployed (a framework)
+    outputs: dict[str, str]
+    exports: dict[str, str]
+
+
+@dataclass
+class Verdict:
+    """What a service's uptodate check found: read by its action, the reporter and `doit plan`.
+
+    doit keeps it in `task.meta["phasedoit"]`, and pickles it to a worker with the task.
+    """
+
+    service: str
+    phase: str
+    upstreams: tuple[str, ...] = ()
+    fingerprint: str | None = None  # the tag the deploy puts on the stack
+    reasons: list[str] = field(default_factory=list)  # why it deploys; none when up to date
+    error: str | None = None  # the check could not run (the listing failed): the deploy reports it
+
+
 def value_hash(value: str) -> str:
     """Export values are compared by hash: they hold account ids, which stay out of doit's state file."""
     return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def digest(value: object) -> str:
+    """A stable hash of plain data (JSON-able)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

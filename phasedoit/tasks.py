@@ -1,42 +1,21 @@
-"""Pure: a planned app → doit tasks: groups `deploy` and `remove`, a group per phase, a task per service."""
+"""Pure: a stage's plan → doit tasks: groups `deploy` and `remove`, a group per phase, a task per service."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from phasedoit import actions, framework
-from phasedoit.changes import Inputs, UpToDate
+from phasedoit import actions, deployers
+from phasedoit.changes import UpToDate
 from phasedoit.config import Phase
-from phasedoit.graph import Graph
-from phasedoit.stack import StackSpec, Target
+from phasedoit.planning import StagePlan
+from phasedoit.stack import Verdict
 
 Task = dict[str, Any]
 CHECK_EXPORTS = "check-exports"
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What one run deploys: the app for one stage, each service's stack already resolved."""
-
-    app: str
-    stage: str
-    phases: Sequence[Phase]
-    stacks: dict[str, StackSpec]
-    target: Target
-    run: str = ""  # this run's id: an exporter's values tell its importers' checks it deployed in this run
-    upstreams: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # the services each imports from
-    external_imports: tuple[tuple[str, str], ...] = ()  # (importer, export) no service of the app exports
-    inputs: Mapping[str, Inputs] = field(default_factory=dict)
-    force: frozenset[str] = frozenset()  # services deployed even if up to date; "all" for every one
-    graph: Graph = field(default_factory=lambda: Graph((), (), ()))  # imports between services, for drawings
-    serverless: Mapping[str, framework.ServerlessRun] = field(
-        default_factory=dict
-    )  # services Serverless deploys
-
-
-def deploy_tasks(plan: Plan) -> Iterator[Task]:
+def deploy_tasks(plan: StagePlan) -> Iterator[Task]:
     yield {
         "basename": "deploy",
         "name": None,
@@ -48,28 +27,21 @@ def deploy_tasks(plan: Plan) -> Iterator[Task]:
         before = [f"deploy-{phase.number - 1}"] if phase.number > 1 else []
         if phase.number == 1 and plan.external_imports:
             before = [CHECK_EXPORTS]
-        for service in phase.services:
+        for name in phase.services:
+            service = plan.services[name]
             yield {
                 "basename": "deploy",
-                "name": service,
-                "doc": f"deploy {plan.stacks[service].name} ({phase.label})",
-                "actions": [_deploy(plan, service)],
-                "uptodate": [
-                    framework.always_deploys if service in plan.serverless else _check(plan, service)
-                ],
+                "name": name,
+                "doc": f"deploy {service.stack} ({phase.label})",
+                "actions": [(actions.deploy_service, [service, plan.target, plan.run])],
+                "uptodate": [_check(plan, name)],
                 "task_dep": before,
-                "meta": {
-                    "phasedoit": {
-                        "service": service,
-                        "phase": phase.label,
-                        "upstreams": plan.upstreams.get(service, ()),
-                    }
-                },
+                "meta": {"phasedoit": Verdict(name, phase.label, service.upstreams)},
             }
-        yield _phase_group("deploy", phase, [f"deploy:{s}" for s in phase.services], plan.upstreams)
+        yield _phase_group("deploy", phase, [f"deploy:{s}" for s in phase.services], _upstreams(plan))
 
 
-def remove_tasks(plan: Plan) -> Iterator[Task]:
+def remove_tasks(plan: StagePlan) -> Iterator[Task]:
     yield {
         "basename": "remove",
         "name": None,
@@ -78,38 +50,32 @@ def remove_tasks(plan: Plan) -> Iterator[Task]:
     last = len(plan.phases)
     for phase in reversed(plan.phases):
         after = [f"remove-{phase.number + 1}"] if phase.number < last else []
-        for service in phase.services:
-            stack = plan.stacks[service].name
+        for name in phase.services:
+            service = plan.services[name]
             yield {
                 "basename": "remove",
-                "name": service,
-                "doc": f"remove {stack} ({phase.label})",
-                "actions": [_remove(plan, service)],
+                "name": name,
+                "doc": f"remove {service.stack} ({phase.label})",
+                "actions": [(actions.remove_service, [service, plan.target])],
                 "task_dep": after,
                 "uptodate": [False],
-                "meta": {"phasedoit": {"service": service, "phase": phase.label}},
+                "meta": {"phasedoit": Verdict(name, phase.label)},
             }
         yield _phase_group("remove", phase, [f"remove:{s}" for s in phase.services], {})
 
 
-def _deploy(plan: Plan, service: str) -> tuple[Any, list[Any]]:
-    if service in plan.serverless:
-        return actions.deploy_serverless, [service, plan.serverless[service], plan.target, plan.run]
-    return actions.deploy_service, [service, plan.stacks[service], plan.target, plan.run]
+def _check(plan: StagePlan, name: str) -> UpToDate:
+    service = plan.services[name]
+    forced = bool({name, "all"} & plan.force)
+    on_stack = deployers.get(service.deployer).FINGERPRINT_ON_STACK
+    return UpToDate(service, plan.target, plan.run, forced, on_stack)
 
 
-def _remove(plan: Plan, service: str) -> tuple[Any, list[Any]]:
-    if service in plan.serverless:
-        return actions.remove_serverless, [service, plan.serverless[service], plan.target]
-    return actions.remove_service, [service, plan.stacks[service].name, plan.target]
+def _upstreams(plan: StagePlan) -> dict[str, tuple[str, ...]]:
+    return {name: service.upstreams for name, service in plan.services.items()}
 
 
-def _check(plan: Plan, service: str) -> UpToDate:
-    forced = bool({service, "all"} & plan.force)
-    return UpToDate(plan.stacks[service].name, plan.inputs[service], plan.target, plan.run, forced)
-
-
-def _check_exports(plan: Plan) -> Task:
+def _check_exports(plan: StagePlan) -> Task:
     imports = plan.external_imports
     return {
         "basename": CHECK_EXPORTS,
@@ -131,6 +97,6 @@ def _phase_group(
     }
 
 
-def _count(plan: Plan) -> str:
-    phases, services = len(plan.phases), len(plan.stacks)
+def _count(plan: StagePlan) -> str:
+    phases, services = len(plan.phases), len(plan.services)
     return f"{phases} phase{'s' * (phases != 1)}, {services} service{'s' * (services != 1)}"

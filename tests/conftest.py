@@ -99,14 +99,20 @@ def moto(moto_server: Moto) -> Moto:
 
 
 @pytest.fixture
-def aws_env(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The environment of a user whose AWS variables point at the test's moto server."""
+def credentials(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Fake AWS credentials and a region, and none of the test runner's other AWS or phasedoit settings."""
     for name in [n for n in os.environ if n.startswith(("AWS_", "PHASEDOIT_"))]:
         monkeypatch.delenv(name)
-    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": moto.url}
-    for name, value in env.items():
+    for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    return env
+    return dict(CREDENTIALS)
+
+
+@pytest.fixture
+def aws_env(moto: Moto, credentials: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of a user whose AWS variables point at the test's moto server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+    return {**credentials, "AWS_ENDPOINT_URL": moto.url}
 
 
 def copy_app(source: Path, destination: Path) -> Path:

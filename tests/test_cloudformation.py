@@ -9,8 +9,14 @@ import pytest
 from phasedoit import cloudformation
 from phasedoit.cloudformation import Waiting
 from phasedoit.errors import PhasedoitError
-from phasedoit.stack import StackSpec, Target
+from phasedoit.stack import Deployed, StackSpec, Target
 from tests.conftest import Moto
+
+
+@pytest.fixture(autouse=True)
+def _credentials(credentials: dict[str, str]) -> None:
+    """phasedoit's clients read the standard AWS variables."""
+
 
 FAST = Waiting(first=0.01, most=0.05, timeout=5)
 EXPORTER = {
@@ -37,8 +43,8 @@ def spec(name: str, template: Mapping[str, Any], **parameters: str) -> StackSpec
     return StackSpec(name, json.dumps(template), parameters, {"team": "core"})
 
 
-def deploy(moto: Moto, stack: StackSpec, said: list[str] | None = None) -> cloudformation.Deployed:
-    cfn = cloudformation.client(Target("us-east-1", moto.url, local="unused"))
+def deploy(moto: Moto, stack: StackSpec, said: list[str] | None = None) -> Deployed:
+    cfn = cloudformation.client(Target("us-east-1", moto.url))
     return cloudformation.deploy_stack(cfn, stack, (said if said is not None else []).append, FAST)
 
 
@@ -88,8 +94,9 @@ def test_an_error_page_instead_of_an_answer_is_one_line(moto: Moto) -> None:
     assert str(e.value) == "CloudFormation answered with an error page, not an API response (HTTP 500)"
 
 
-def test_unreachable_endpoint() -> None:
-    cfn = cloudformation.client(Target("us-east-1", "http://127.0.0.1:9", local="unused"), attempts=1)
+def test_unreachable_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PHASEDOIT_API_ATTEMPTS", "1")
+    cfn = cloudformation.client(Target("us-east-1", "http://127.0.0.1:9"))
     with pytest.raises(PhasedoitError) as e:
         cloudformation.deploy_stack(cfn, spec("a-dev", EXPORTER), print, FAST)
     assert str(e.value) == "cannot reach CloudFormation at http://127.0.0.1:9/"
@@ -97,7 +104,7 @@ def test_unreachable_endpoint() -> None:
 
 def test_remove(moto: Moto) -> None:
     deploy(moto, spec("a-dev", EXPORTER, Stage="dev"))
-    cfn = cloudformation.client(Target("us-east-1", moto.url, local="unused"))
+    cfn = cloudformation.client(Target("us-east-1", moto.url))
     said: list[str] = []
     assert cloudformation.remove_stack(cfn, "a-dev", said.append, FAST) is True
     assert cloudformation.remove_stack(cfn, "a-dev", said.append, FAST) is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -195,3 +196,61 @@ def test_sigterm_keeps_what_finished(
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         deploy(shop)
         assert sorted(proxy.written()) == JOBS
+
+
+def test_a_file_that_is_not_sent_is_not_a_change(shop: Path, proxy: Proxy) -> None:
+    (shop / "services" / "checkout-api" / "README.md").write_text("# Checkout API\n")
+    edit(shop / "services" / "reset-cart-job" / "template.yml", "# a comment is not sent either\n")
+    deploy(shop)
+    assert proxy.written() == []
+
+
+def test_an_edit_made_during_a_run_is_deployed_by_the_next(
+    tmp_path: Path, moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(REPO / "phases.yml", source / "phases.yml")
+    shutil.copytree(REPO / "services", source / "services")
+    shop = copy_app(source, tmp_path / "shop")
+    template = shop / "services" / "reset-cart-job" / "template.yml"
+    with slow_proxy(moto.url, delay=1.0) as slow:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "doit", "-n", "4", "deploy"],
+            cwd=shop,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert run.stderr is not None
+        for line in run.stderr:  # phase 1 is under way: the jobs' templates were read when doit started
+            if line.startswith("checkout-api: creating"):
+                break
+        template.write_text(template.read_text().replace("Description:", "Description: during the run,"))
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 0, out + err
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+    sent = moto.client().get_template(StackName="reset-cart-job-dev")["TemplateBody"]
+    assert "during the run" not in json.dumps(sent)
+    assert (
+        doit(shop, "plan").stdout.splitlines()[-1]
+        == "  reset-cart-job         deploys: changed files: template.yml"
+    )
+
+
+def test_values_read_at_deploy_time_deploy_every_run(shop: Path, proxy: Proxy) -> None:
+    template = shop / "services" / "reset-cart-job" / "template.yml"
+    template.write_text(
+        template.read_text().replace("Description:", "Description: '{{resolve:ssm:/shop/owner}}'\n#", 1)
+    )
+    phases = shop / "phases.yml"
+    deploy(shop)
+    proxy.written()
+    reason = "  reset-cart-job         deploys: {{resolve:ssm:/shop/owner}} is read when it deploys"
+    assert doit(shop, "plan").stdout.splitlines()[-1] == reason
+    deploy(shop)
+    assert proxy.written() == [("UpdateStack", "reset-cart-job-dev")]
+    phases.write_text(phases.read_text() + "services:\n  reset-cart-job: {deploy_time_values: ignore}\n")
+    deploy(shop)  # the setting is part of no request: only the check changes
+    assert proxy.written() == []

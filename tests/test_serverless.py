@@ -129,6 +129,8 @@ def test_file_includes(tmp_path: Path) -> None:
         "resources: ${file(../outputs.json)}\n",
     )
     assert service == ServerlessService("x-dev", Dependencies(frozenset(["shop-O"]), frozenset(["D-shop"])))
+    folder = tmp_path / "services" / "x"
+    assert service.files == (folder / "../common.yml", folder / "../outputs.json")
 
 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:

@@ -8,17 +8,21 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from doit.dependency import Dependency, SqliteDB
 from doit.exceptions import TaskFailed
+from doit.task import Task
 
-from phasedoit import actions
+from phasedoit import actions, changes
+from phasedoit.changes import Fingerprint
 from phasedoit.config import load_config
+from phasedoit.deployers.serverless import ServerlessRun
 from phasedoit.errors import PhasedoitError
-from phasedoit.framework import ALWAYS, ServerlessRun
-from phasedoit.loader import plan_stage
-from phasedoit.stack import Target
-from tests.conftest import REPO, copy_app, doit
+from phasedoit.planning import ServicePlan, StagePlan, plan_stage
+from phasedoit.stack import Target, Verdict
+from tests.conftest import REPO, Moto, copy_app, doit
 
 MONOREPO = REPO / "tests" / "fixtures" / "serverless-monorepo"
 # Records its working folder and arguments, says something on stdout and stderr, exits with $FAKE_EXIT.
@@ -117,13 +121,12 @@ def test_computed_phases_across_templates_and_serverless(tmp_path: Path) -> None
     write(tmp_path / "phases.yml", "app: shop\n")
     plan = plan_stage(load_config(tmp_path / "phases.yml"), "qa", {})
     assert [phase.services for phase in plan.phases] == [("api",), ("job",)]
-    assert plan.upstreams == {"api": (), "job": ("api",)}
-    assert plan.stacks["job"].name == "job-qa"
-    assert plan.serverless == {
-        "job": ServerlessRun(
-            str(tmp_path / "services" / "job"), "services/job/serverless.yml", "job-qa", "qa"
-        )
-    }
+    assert {name: s.upstreams for name, s in plan.services.items()} == {"api": (), "job": ("api",)}
+    job = plan.services["job"]
+    assert (job.deployer, job.stack) == ("serverless", "job-qa")
+    assert job.request == ServerlessRun(
+        str(tmp_path / "services" / "job"), "services/job/serverless.yml", "job-qa", "qa"
+    )
 
 
 def test_serverless_phases_contradicting_imports(tmp_path: Path) -> None:
@@ -147,7 +150,7 @@ def test_serverless_phases_contradicting_imports(tmp_path: Path) -> None:
 def test_plan_of_the_monorepo(stage: str, phases: list[tuple[str, ...]]) -> None:
     plan = plan_stage(load_config(MONOREPO / "phases.yml"), stage, {})
     assert [phase.services for phase in plan.phases] == phases
-    assert {name: stack.name for name, stack in plan.stacks.items()} == {
+    assert {name: service.stack for name, service in plan.services.items()} == {
         "users-api": f"users-api-{stage}",
         "orders-api": f"orders-api-{stage}",
         "notify-job": f"notify-job-{stage}",
@@ -175,57 +178,24 @@ def test_doit_list(monorepo: Path, tmp_path: Path) -> None:
     ]
 
 
-def test_deploy_without_the_serverless_framework(monorepo: Path, tmp_path: Path) -> None:
-    result = run_doit(monorepo, fake_bin(tmp_path, with_serverless=False), "deploy:users-api")
-    assert result.returncode == 1
-    assert (
+def service_plan(stage: str = "dev", name: str = "users-api", app: Path = MONOREPO) -> ServicePlan:
+    return plan_stage(load_config(app / "phases.yml"), stage, {}).services[name]
+
+
+def deploy_action(plan: ServicePlan, target: Target) -> dict[str, object] | TaskFailed:
+    """The deploy action as doit's worker runs it, after an uptodate check that found it changed."""
+    task = Task(f"deploy:{plan.name}", None, meta={"phasedoit": Verdict(plan.name, "phase 1", (), "fp")})
+    return actions.deploy_service(plan, target, "run-1", task)
+
+
+def test_deploy_without_the_serverless_framework(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(fake_bin(tmp_path, with_serverless=False)))
+    failed = deploy_action(service_plan(), Target("eu-west-1"))
+    assert isinstance(failed, TaskFailed)
+    assert failed.message == (
         "users-api: the Serverless Framework is not installed (npm install -g serverless),"
         " needed to deploy users-api/serverless.yml"
-    ) in result.stderr.splitlines()
-
-
-def test_deploy_runs_serverless_phase_by_phase(monorepo: Path, tmp_path: Path) -> None:
-    result = run_doit(monorepo, fake_bin(tmp_path), "-n", "2", "deploy")
-    assert result.returncode == 0, result.stdout + result.stderr
-    first, second, third = calls(monorepo)
-    assert sorted([first, second]) == [
-        "<app>/orders-api deploy --stage dev --region eu-west-1",
-        "<app>/users-api deploy --stage dev --region eu-west-1",
-    ]
-    assert third == "<app>/notify-job deploy --stage dev --region eu-west-1"
-    assert f"notify-job: deploying ({ALWAYS})" in result.stdout.splitlines()
-    said = result.stderr.splitlines()
-    assert "notify-job: fake deploy for stage dev" in said
-    assert "notify-job: a warning" in said
-    assert any(
-        line.startswith("notify-job: deployed notify-job-dev with the Serverless Framework in")
-        for line in said
     )
-
-
-def test_serverless_services_always_deploy(monorepo: Path, tmp_path: Path) -> None:
-    assert run_doit(monorepo, fake_bin(tmp_path), "deploy").returncode == 0
-    result = run_doit(monorepo, fake_bin(tmp_path), "plan")
-    assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == (
-        "3 of 3 services would deploy\n"
-        "phase 1\n"
-        f"  users-api              deploys: {ALWAYS}\n"
-        f"  orders-api             deploys: {ALWAYS}\n"
-        "phase 2\n"
-        f"  notify-job             deploys: {ALWAYS}\n"
-    )
-
-
-def test_remove_runs_serverless_last_phase_first(monorepo: Path, tmp_path: Path) -> None:
-    result = run_doit(monorepo, fake_bin(tmp_path), "remove", "stage=prod")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert calls(monorepo) == [
-        "<app>/notify-job remove --stage prod --region eu-west-1",
-        "<app>/orders-api remove --stage prod --region eu-west-1",
-        "<app>/users-api remove --stage prod --region eu-west-1",
-    ]
-    assert "users-api: removed users-api-prod with the Serverless Framework" in result.stderr.splitlines()
 
 
 def test_a_failed_serverless_deploy(
@@ -234,19 +204,39 @@ def test_a_failed_serverless_deploy(
     monkeypatch.setenv("PATH", str(fake_bin(tmp_path)))
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "serverless.log"))
     monkeypatch.setenv("FAKE_EXIT", "3")
-    sls = ServerlessRun(str(MONOREPO / "users-api"), "users-api/serverless.yml", "users-api-dev", "dev")
-    failed = actions.deploy_serverless("users-api", sls, Target(), "run-1")
+    failed = deploy_action(service_plan(), Target())
     assert isinstance(failed, TaskFailed)
     assert failed.message == "users-api: serverless deploy failed (exit 3)"
     assert capfd.readouterr().err == "users-api: fake deploy for stage dev\nusers-api: a warning\n"
     assert (tmp_path / "serverless.log").read_text() == f"{MONOREPO / 'users-api'} deploy --stage dev\n"
 
 
-def test_a_done_serverless_deploy_keeps_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_done_serverless_deploy_keeps_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("PATH", str(fake_bin(tmp_path)))
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "serverless.log"))
-    sls = ServerlessRun(str(MONOREPO / "users-api"), "users-api/serverless.yml", "users-api-dev", "dev")
-    assert actions.deploy_serverless("users-api", sls, Target("eu-west-1"), "run-1") == {"run": "run-1"}
+    assert deploy_action(service_plan(), Target("eu-west-1")) == {
+        "run": "run-1",
+        "outputs": {},
+        "exports": {},
+    }
+    said = capfd.readouterr().err.splitlines()
+    assert said[:2] == ["users-api: fake deploy for stage dev", "users-api: a warning"]
+    assert said[2].startswith("users-api: deployed users-api-dev with the Serverless Framework in")
+    assert said[3].startswith("users-api: deployed users-api-dev in")
+    assert (tmp_path / "serverless.log").read_text() == (
+        f"{MONOREPO / 'users-api'} deploy --stage dev --region eu-west-1\n"
+    )
+
+
+def test_remove_runs_serverless_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(fake_bin(tmp_path)))
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "serverless.log"))
+    assert actions.remove_service(service_plan("prod", "notify-job"), Target("eu-west-1")) is None
+    assert (tmp_path / "serverless.log").read_text() == (
+        f"{MONOREPO / 'notify-job'} remove --stage prod --region eu-west-1\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -258,24 +248,115 @@ def test_a_done_serverless_deploy_keeps_the_run(tmp_path: Path, monkeypatch: pyt
 )
 def test_serverless_never_deploys_to_another_endpoint(tmp_path: Path, target: Target, where: str) -> None:
     # no fake on PATH either: the endpoint is refused before `serverless` is looked for
-    sls = ServerlessRun(str(tmp_path), "services/job/serverless.yml", "job-dev", "dev")
-    failed = actions.deploy_serverless("job", sls, target, "run-1")
+    plan = service_plan()
+    failed = deploy_action(plan, target)
     assert isinstance(failed, TaskFailed)
     assert failed.message == (
-        f"job: cannot deploy services/job/serverless.yml at {where}: the Serverless Framework works on AWS only"
+        f"users-api: cannot deploy users-api/serverless.yml at {where}: the Serverless Framework works on AWS only"
     )
-    removed = actions.remove_serverless("job", sls, target)
+    removed = actions.remove_service(plan, target)
     assert isinstance(removed, TaskFailed)
-    assert removed.message.startswith("job: cannot remove services/job/serverless.yml at ")
+    assert removed.message == (
+        f"users-api: cannot remove users-api/serverless.yml at {where}: the Serverless Framework works on AWS only"
+    )
 
 
 def test_remove_without_the_serverless_framework(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(fake_bin(tmp_path, with_serverless=False)))
-    sls = ServerlessRun(str(tmp_path), "services/job/serverless.yml", "job-dev", "dev")
-    removed = actions.remove_serverless("job", sls, Target())
+    removed = actions.remove_service(service_plan(), Target())
     assert isinstance(removed, TaskFailed)
     assert removed.message == (
-        "job: the Serverless Framework is not installed (npm install -g serverless),"
-        " needed to remove services/job/serverless.yml"
+        "users-api: the Serverless Framework is not installed (npm install -g serverless),"
+        " needed to remove users-api/serverless.yml"
     )
     assert shutil.which("serverless") is None
+
+
+def check(plan: StagePlan, name: str, values: dict[str, Any], db: Path) -> tuple[bool, Verdict]:
+    """The uptodate check of `deploy:<name>` as doit runs it, with a real doit state file."""
+    changes._listings.clear()  # one listing per run: a new check is a new run
+    verdict = Verdict(name, "phase 1")
+    task = Task(f"deploy:{name}", None, meta={"phasedoit": verdict})
+    service = plan.services[name]
+    uptodate = changes.UpToDate(service, plan.target, plan.run, False, on_stack=False)
+    uptodate.setup(Dependency(SqliteDB, str(db)), {})
+    return uptodate(task, values), verdict
+
+
+def test_an_unchanged_serverless_service_is_skipped(
+    monorepo: Path, moto: Moto, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    # its stack as the framework made it: without phasedoit's tags
+    moto.client().create_stack(StackName="users-api-dev", TemplateBody='{"Resources": {}}')
+    plan = plan_stage(load_config(monorepo / "phases.yml"), "dev", os.environ)
+    deployed, verdict = check(plan, "users-api", {}, tmp_path / "db")
+    assert (deployed, verdict.reasons) == (False, ["stack not deployed by phasedoit"])
+    saved = Fingerprint(
+        {**plan.services["users-api"].files, **changes.watched_hashes(plan.services["users-api"].watched)},
+        plan.services["users-api"].settings,
+        {},
+    ).saved()
+    assert saved["fingerprint"] == verdict.fingerprint
+    assert check(plan, "users-api", saved, tmp_path / "db") == (
+        True,
+        Verdict("users-api", "phase 1", (), saved["fingerprint"]),
+    )
+    (monorepo / "users-api" / "README.md").write_text("not excluded: the framework may package it\n")
+    common = monorepo / "serverless.common.yml"
+    common.write_text(common.read_text() + "# shared by every service\n")
+    plan = plan_stage(load_config(monorepo / "phases.yml"), "dev", os.environ)
+    deployed, verdict = check(plan, "users-api", saved, tmp_path / "db")
+    assert (deployed, verdict.reasons) == (False, ["changed files: ../serverless.common.yml, README.md"])
+
+
+@pytest.mark.parametrize(
+    ("account", "message"),
+    [
+        (
+            "000000000000",
+            "users-api: the AWS credentials in use are for another account than phases.yml's stages.prod.account",
+        ),
+        (
+            None,
+            "users-api: cannot deploy users-api/serverless.yml at endpoint <moto>: the Serverless Framework works on AWS only",
+        ),
+    ],
+)
+@pytest.mark.usefixtures("aws_env")
+def test_serverless_guards_with_aws_endpoint_url(
+    monorepo: Path, moto: Moto, tmp_path: Path, account: str | None, message: str
+) -> None:
+    phases = monorepo / "phases.yml"
+    phases.write_text(phases.read_text().replace('"000000000000"', f'"{account or moto.account()}"'))
+    env = {
+        **os.environ,
+        "PATH": f"{fake_bin(tmp_path)}:{os.environ['PATH']}",
+        "FAKE_LOG": str(tmp_path / "log"),
+    }
+    result = doit(monorepo, "deploy:users-api", "stage=prod", env=env)
+    assert result.returncode == 1
+    assert result.stderr.replace(moto.url, "<moto>").splitlines()[-1] == message
+    assert not (tmp_path / "log").exists()  # the framework never ran
+
+
+@pytest.mark.parametrize("account", ["000000000000", None])
+def test_serverless_guards_with_an_endpoint_in_phases_yml(
+    monorepo: Path, moto: Moto, credentials: dict[str, str], tmp_path: Path, account: str | None
+) -> None:
+    phases = monorepo / "phases.yml"
+    text = phases.read_text().replace('"000000000000"', f'"{account or moto.account()}"')
+    phases.write_text(text + f"    endpoint: {moto.url}\n")
+    env = {
+        **os.environ,
+        "PATH": f"{fake_bin(tmp_path)}:{os.environ['PATH']}",
+        "FAKE_LOG": str(tmp_path / "log"),
+    }
+    result = doit(monorepo, "deploy:users-api", "stage=prod", env=env)
+    assert result.returncode == 1
+    expected = (
+        "users-api: the AWS credentials in use are for another account than phases.yml's stages.prod.account"
+        if account
+        else f"users-api: cannot deploy users-api/serverless.yml at endpoint {moto.url}: the Serverless Framework works on AWS only"
+    )
+    assert result.stderr.splitlines()[-1] == expected
+    assert not (tmp_path / "log").exists()

@@ -4,30 +4,32 @@ from dataclasses import replace
 from typing import Any
 
 from phasedoit import actions
-from phasedoit.changes import Inputs
 from phasedoit.config import Phase
+from phasedoit.planning import ServicePlan, StagePlan
 from phasedoit.stack import StackSpec, Target
-from phasedoit.tasks import Plan, deploy_tasks, remove_tasks
+from phasedoit.tasks import deploy_tasks, remove_tasks
 
 TARGET = Target("eu-west-1")
-PLAN = Plan(
+PHASES = (
+    Phase(1, "api", ("users-api", "orders-api")),
+    Phase(2, None, ("billing-job",)),
+    Phase(3, "last", ("audit-job",)),
+)
+
+
+def service(name: str, phase: Phase, stage: str = "prod") -> ServicePlan:
+    stack = f"{name}-{stage}"
+    request = StackSpec(stack, "{}")
+    return ServicePlan(name, phase, "cloudformation", stack, "template.yml", request, {}, "settings")
+
+
+PLAN = StagePlan(
     app="shop",
     stage="prod",
-    phases=(
-        Phase(1, "api", ("users-api", "orders-api")),
-        Phase(2, None, ("billing-job",)),
-        Phase(3, "last", ("audit-job",)),
-    ),
-    stacks={
-        name: StackSpec(f"{name}-prod", "{}")
-        for name in ("users-api", "orders-api", "billing-job", "audit-job")
-    },
+    phases=PHASES,
+    services={name: service(name, phase) for phase in PHASES for name in phase.services},
     target=TARGET,
     run="run-1",
-    inputs={
-        name: Inputs(f"/app/services/{name}", (), "settings", ())
-        for name in ("users-api", "orders-api", "billing-job", "audit-job")
-    },
     force=frozenset({"billing-job"}),
 )
 
@@ -64,23 +66,18 @@ def test_deploy_docs_name_the_phases() -> None:
 
 def test_deploy_action_is_plain_data() -> None:
     task = by_name(list(deploy_tasks(PLAN)))["deploy:orders-api"]
-    assert task["actions"] == [
-        (actions.deploy_service, ["orders-api", StackSpec("orders-api-prod", "{}"), TARGET, "run-1"])
-    ]
+    assert task["actions"] == [(actions.deploy_service, [PLAN.services["orders-api"], TARGET, "run-1"])]
 
 
 def test_deploy_checks_and_forcing() -> None:
     tasks = by_name(list(deploy_tasks(PLAN)))
-    checks = {name: tasks[f"deploy:{name}"]["uptodate"][0] for name in PLAN.stacks}
+    checks = {name: tasks[f"deploy:{name}"]["uptodate"][0] for name in PLAN.services}
     assert {name: check.force for name, check in checks.items()} == {
         "users-api": False, "orders-api": False, "billing-job": True, "audit-job": False,
     }  # fmt: skip
-    assert (checks["audit-job"].stack, checks["audit-job"].inputs.folder) == (
-        "audit-job-prod",
-        "/app/services/audit-job",
-    )
+    assert checks["audit-job"].plan == PLAN.services["audit-job"]
     everything = by_name(list(deploy_tasks(replace(PLAN, force=frozenset({"all"})))))
-    assert all(everything[f"deploy:{name}"]["uptodate"][0].force for name in PLAN.stacks)
+    assert all(everything[f"deploy:{name}"]["uptodate"][0].force for name in PLAN.services)
 
 
 def test_remove_graph_is_reversed() -> None:
@@ -99,10 +96,11 @@ def test_remove_graph_is_reversed() -> None:
         tasks["remove"]["doc"] == "remove shop's stacks of stage prod: 3 phases, 4 services, last phase first"
     )
     assert tasks["remove:users-api"]["actions"] == [
-        (actions.remove_service, ["users-api", "users-api-prod", TARGET])
+        (actions.remove_service, [PLAN.services["users-api"], TARGET])
     ]
 
 
 def test_one_phase_one_service() -> None:
-    plan = Plan("a", "dev", (Phase(1, None, ("only",)),), {"only": StackSpec("only-dev", "{}")}, TARGET)
+    phase = Phase(1, None, ("only",))
+    plan = StagePlan("a", "dev", (phase,), {"only": service("only", phase, "dev")}, TARGET)
     assert next(deploy_tasks(plan))["doc"] == "deploy a to stage dev: 1 phase, 1 service, phase by phase"

@@ -1,0 +1,67 @@
+"""Deployers: one module per kind of service, each providing the functions of `Deployer`.
+
+The rest of phasedoit never asks which kind a service is: planning looks its deployer up once, by the
+service's definition file, and from then on the plan carries the deployer's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from phasedoit.templates import Dependencies
+
+if TYPE_CHECKING:
+    from phasedoit.config import Service
+    from phasedoit.planning import Context, ServicePlan, Watched
+    from phasedoit.stack import Deployed, Target
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A service's request, rendered at plan time, with what its fingerprint and the graph need."""
+
+    deployer: str
+    stack: str
+    request: Any
+    dependencies: Dependencies
+    files: Mapping[str, str]  # digests of what is sent, by the file it comes from
+    settings: str  # digest of the rest of what is sent
+    watched: tuple[Watched, ...] = ()
+    always: str | None = None
+
+
+class Deployer(Protocol):
+    # whether its stacks carry phasedoit's fingerprint tag; if not, the local state says what was deployed
+    @property
+    def FINGERPRINT_ON_STACK(self) -> bool: ...
+
+    # render the service's request for the stage; no AWS call (`doit list` runs it)
+    def render(self, context: Context, service: Service) -> Rendered: ...
+
+    # raise a PhasedoitError if this service must not `verb` (deploy, remove) at `target`
+    def guard(self, plan: ServicePlan, target: Target, verb: str) -> None: ...
+
+    # send the rendered request, tagged with `fingerprint`; wait for the outcome
+    def deploy(self, plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Deployed: ...
+
+    # delete the service's stack and wait until it is gone; False if there was none
+    def remove(self, plan: ServicePlan, target: Target, say: Say) -> bool: ...
+
+
+def get(name: str) -> Deployer:
+    from phasedoit.deployers import cloudformation, serverless
+
+    found: dict[str, Deployer] = {"cloudformation": cloudformation, "serverless": serverless}
+    return found[name]
+
+
+def for_service(service: Service) -> Deployer:
+    return get("serverless" if service.serverless else "cloudformation")
+
+
+def no_guard(plan: ServicePlan, target: Target, verb: str) -> None:
+    """For a deployer whose every AWS call goes through phasedoit's clients, which guard the target."""

@@ -1,0 +1,97 @@
+"""CloudFormation templates: phasedoit renders the body itself, sends it, and waits for the stack."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from phasedoit import templates
+from phasedoit.config import CONFIG_NAME
+from phasedoit.deployers import Rendered, Say, no_guard
+from phasedoit.errors import PhasedoitError
+from phasedoit.stack import (
+    APP_TAG,
+    FINGERPRINT_TAG,
+    SERVICE_TAG,
+    STAGE_TAG,
+    Deployed,
+    StackSpec,
+    Target,
+    digest,
+)
+
+if TYPE_CHECKING:
+    from phasedoit.config import Service
+    from phasedoit.planning import Context, ServicePlan
+
+FINGERPRINT_ON_STACK = True
+guard = no_guard  # its client checks the account of a stage bound to one
+# Values CloudFormation reads when it deploys, not when phasedoit renders: `{{resolve:ssm:name}}` without
+# a version, and secrets (`{{resolve:secretsmanager:...}}`). `ssm-secure` always names its version.
+DYNAMIC_REFERENCE = re.compile(r"\{\{resolve:(ssm|secretsmanager):([^}]*)\}\}")
+SSM_PARAMETER_TYPE = "AWS::SSM::Parameter::Value<"
+
+
+def render(context: Context, service: Service) -> Rendered:
+    from phasedoit.planning import FORMAT, pseudo_parameters
+
+    app, stage, where = context.app, context.stage, context.target
+    shown = app.shown(service.template)
+    template = templates.load_template(service.template, shown)
+    declared = templates.parameter_names(template)
+    for name in service.settings.parameters:
+        if name not in declared:
+            raise PhasedoitError(
+                f"{CONFIG_NAME}: services.{service.name}.parameters.{name}: not a parameter of {shown}"
+            )
+    parameters = {"Stage": stage} if "Stage" in declared else {}
+    parameters |= {k: v for k, v in context.settings.parameters.items() if k in declared}
+    parameters |= service.settings.parameters
+    name = service.stack_name(app.name, stage)
+    tags = {**service.settings.tags, APP_TAG: app.name, STAGE_TAG: stage, SERVICE_TAG: service.name}
+    body = templates.template_body(template, shown)
+    spec = StackSpec(name, body, parameters, tags, tuple(service.settings.capabilities))
+    known = {**parameters, **pseudo_parameters(name, where.region, context.settings.account)}
+    ignored = service.settings.deploy_time_values == "ignore"
+    always = None if ignored else deploy_time_values(template, body)
+    sent = [FORMAT, name, parameters, tags, spec.capabilities, where.region, where.account]
+    return Rendered(
+        deployer="cloudformation",
+        stack=name,
+        request=spec,
+        dependencies=templates.find_dependencies(template, known, shown),
+        files={service.template.relative_to(service.folder).as_posix(): digest(body)},
+        settings=digest(sent),
+        always=always,
+    )
+
+
+def deploy_time_values(template: dict[str, Any], body: str) -> str | None:
+    """Why the template's stack must deploy on every run: values CloudFormation resolves when it deploys.
+
+    phasedoit cannot see them change, so it cannot say the stack is up to date (as CDK does for these).
+    """
+    params = template.get("Parameters")
+    for name, spec in (params if isinstance(params, dict) else {}).items():
+        if isinstance(spec, dict) and str(spec.get("Type", "")).startswith(SSM_PARAMETER_TYPE):
+            return f"parameter {name} is read from SSM when it deploys"
+    for match in DYNAMIC_REFERENCE.finditer(body):
+        kind, reference = match.groups()
+        if not (kind == "ssm" and re.search(r":\d+$", reference)):  # `name:3` pins version 3
+            return f"{match[0]} is read when it deploys"
+    return None
+
+
+def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Deployed:
+    from phasedoit import cloudformation  # boto3 loads in the workers, not when doit lists tasks
+
+    spec: StackSpec = plan.request
+    tagged = replace(spec, tags={**spec.tags, FINGERPRINT_TAG: fingerprint})
+    return cloudformation.deploy_stack(cloudformation.client(target), tagged, say)
+
+
+def remove(plan: ServicePlan, target: Target, say: Say) -> bool:
+    from phasedoit import cloudformation
+
+    return cloudformation.remove_stack(cloudformation.client(target), plan.stack, say)

@@ -1,0 +1,177 @@
+"""A stage's plan: each service's phase, upstreams, deployer, and the exact request it will send.
+
+Pure (no boto3): phases.yml and the templates in, one `StagePlan` out. Each service's request is rendered
+here, once, and its fingerprint covers that rendered request: the deploy sends exactly it, so an edit made
+during a run is never deployed under a fingerprint that does not describe it (the next run sees it).
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from phasedoit import graph
+from phasedoit.config import CONFIG_NAME, DEFAULT_STAGE, App, Phase, StageSettings, check_stage_name
+from phasedoit.errors import PhasedoitError
+from phasedoit.stack import Target
+
+STATE_DIR = ".phasedoit"
+# Part of every fingerprint: a phasedoit that renders requests differently redeploys what it rendered.
+FORMAT = "2"
+
+
+@dataclass(frozen=True)
+class Watched:
+    """Files whose content is part of what a service sends, hashed by its uptodate check."""
+
+    folder: str
+    prefix: str  # how their paths are shown: `` for the service's folder, `../libs/` for a watched one
+    exclude: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """One service on one stage: everything its tasks need, as plain data (doit pickles it to workers)."""
+
+    name: str
+    phase: Phase
+    deployer: str  # the module of phasedoit.deployers that deploys it
+    stack: str  # its stack's name
+    config: str  # its template (or serverless.yml) as the user knows it
+    request: Any  # what its deployer sends, rendered: a StackSpec, a ServerlessRun
+    files: Mapping[str, str]  # digests of what is sent, by the file it comes from
+    settings: str  # digest of the rest of what is sent: parameters, tags, capabilities, target, format
+    watched: tuple[Watched, ...] = ()
+    imports: tuple[tuple[str, str], ...] = ()  # (export, the service of this app exporting it)
+    upstreams: tuple[str, ...] = ()  # the services it imports from, in the user's order
+    always: str | None = None  # why it deploys on every run (values read at deploy time)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    app: str
+    stage: str
+    phases: tuple[Phase, ...]
+    services: dict[str, ServicePlan]  # in the user's order
+    target: Target
+    graph: graph.Graph = field(default_factory=lambda: graph.Graph((), (), ()))
+    external_imports: tuple[tuple[str, str], ...] = ()  # (importer, export) no service of the app exports
+    force: frozenset[str] = frozenset()  # services deployed even if up to date; "all" for every one
+    run: str = ""  # this run's id: an exporter's values tell its importers' checks it deployed in this run
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a deployer's `render` knows of the stage."""
+
+    app: App
+    stage: str
+    settings: StageSettings
+    target: Target
+    environ: Mapping[str, str]
+
+
+def plan_stage(
+    app: App, stage: str | None, environ: Mapping[str, str], force: str | None = None
+) -> StagePlan:
+    """The plan of one stage, every check that needs no AWS call done; `force`: `all` or services."""
+    from phasedoit import deployers
+
+    stage = select_stage(app, stage or environ.get("PHASEDOIT_STAGE") or DEFAULT_STAGE)
+    settings = app.stages.get(stage, StageSettings())
+    context = Context(app, stage, settings, target(stage, settings, environ, app.root / STATE_DIR), environ)
+    rendered = {name: deployers.for_service(s).render(context, s) for name, s in app.services.items()}
+    for warning in dict.fromkeys(w for r in rendered.values() for w in r.dependencies.warnings):
+        print(f"warning: {warning}", file=sys.stderr)
+    edges = graph.build_graph({name: r.dependencies for name, r in rendered.items()})
+    phases = app.phases or tuple(graph.as_phases(graph.computed_phases(edges)))
+    problems = graph.validate(edges, phases)
+    if problems:
+        raise PhasedoitError("\n".join(f"{CONFIG_NAME}: phases: {problem}" for problem in problems))
+    imports: dict[str, tuple[tuple[str, str], ...]] = dict.fromkeys(rendered, ())
+    for edge in edges.edges:
+        imports[edge.importer] += ((edge.export, edge.exporter),)
+    phase_of = {service: phase for phase in phases for service in phase.services}
+    services = {
+        name: ServicePlan(
+            name=name,
+            phase=phase_of[name],
+            deployer=r.deployer,
+            stack=r.stack,
+            config=app.shown(app.services[name].template),
+            request=r.request,
+            files=r.files,
+            settings=r.settings,
+            watched=r.watched + _watched(app, app.services[name].settings.watch),
+            imports=imports[name],
+            upstreams=tuple(dict.fromkeys(exporter for _, exporter in imports[name])),
+            always=r.always,
+        )
+        for name, r in rendered.items()
+    }
+    known = {name.format(stage=stage) for name in app.external_exports}
+    return StagePlan(
+        app.name,
+        stage,
+        tuple(phases),
+        services,
+        context.target,
+        graph=edges,
+        external_imports=tuple((imp, exp) for imp, exp in edges.external if exp not in known),
+        force=select_forced(app, force),
+        run=uuid.uuid4().hex,
+    )
+
+
+def _watched(app: App, paths: list[str]) -> tuple[Watched, ...]:
+    """`watch:` paths, from the app folder: shared code (`libs/`) that a service's deploy includes."""
+    return tuple(
+        Watched(str(app.root / path), path if (app.root / path).is_file() else f"{path.rstrip('/')}/", ())
+        for path in paths
+    )
+
+
+def select_forced(app: App, force: str | None) -> frozenset[str]:
+    forced = frozenset(name.strip() for name in (force or "").split(",") if name.strip())
+    unknown = sorted(forced - set(app.services) - {"all"})
+    if unknown:
+        raise PhasedoitError(f"force: no service {', '.join(map(repr, unknown))} in {CONFIG_NAME}")
+    return forced
+
+
+def select_stage(app: App, stage: str) -> str:
+    try:
+        check_stage_name(stage)
+    except ValueError as e:
+        raise PhasedoitError(f"stage: {e}") from None
+    if app.stages and stage not in app.stages:
+        known = ", ".join(app.stages)
+        raise PhasedoitError(f"{CONFIG_NAME}: stages: no stage {stage!r} (known: {known})")
+    return stage
+
+
+def pseudo_parameters(stack_name: str | None, region: str | None, account: str | None) -> dict[str, str]:
+    """The pseudo parameters known before deploying; an import that needs another one is a warning."""
+    known = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
+    if stack_name:
+        known["AWS::StackName"] = stack_name
+    if region:
+        known["AWS::Region"] = region
+    if account:
+        known["AWS::AccountId"] = account
+    return known
+
+
+def target(stage: str, settings: StageSettings, environ: Mapping[str, str], state_dir: Path) -> Target:
+    """Where CloudFormation is for a stage: as for the AWS CLI, an environment variable beats phases.yml."""
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or settings.region
+    endpoint = environ.get("AWS_ENDPOINT_URL_CLOUDFORMATION") or environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        return Target(region, endpoint, account=settings.account, stage=stage)
+    if settings.endpoint == "local":
+        return Target(region or "us-east-1", local=str(state_dir), stage=stage)
+    return Target(region, settings.endpoint, account=settings.account, stage=stage)
