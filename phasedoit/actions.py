@@ -53,13 +53,13 @@ def deploy_service(plan: ServicePlan, target: Target, run: str, task: Any) -> di
     }
 
 
-def remove_service(plan: ServicePlan, target: Target) -> TaskFailed | None:
+def remove_service(plan: ServicePlan, target: Target, alone: bool) -> TaskFailed | None:
     say = _say(plan.name)
     deployer = deployers.get(plan.deployer)
     try:
         where = resolve_target(target)
         deployer.guard(plan, where, "remove")
-        removed = deployer.remove(plan, where, say)
+        removed = deployer.remove(plan, where, say, alone)
     except PhasedoitError as e:
         return TaskFailed(f"{plan.name}: {e}")
     say(f"removed {plan.stack}" if removed else f"{plan.stack} is already gone")

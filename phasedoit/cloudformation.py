@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +15,11 @@ from phasedoit.aws import message as _message
 from phasedoit.aws import translated as _translated
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import (
+    APP_TAG,
     DEPLOYED,
     FINGERPRINT_TAG,
+    SERVICE_TAG,
+    STAGE_TAG,
     Deployed,
     RemoteStack,
     StackSpec,
@@ -31,6 +35,7 @@ Say = Callable[[str], None]
 # A failed first create leaves a stack that cannot be updated, only deleted and created again.
 RECREATE = {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED", "REVIEW_IN_PROGRESS"}
 NO_UPDATES = "No updates are to be performed."
+OWNER_TAGS = (APP_TAG, STAGE_TAG, SERVICE_TAG)
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,13 @@ def describe(cfn: CloudFormationClient, name: str) -> StackTypeDef | None:
 
 
 def deploy_stack(
-    cfn: CloudFormationClient, spec: StackSpec, say: Say, waiting: Waiting = Waiting()
+    cfn: CloudFormationClient, spec: StackSpec, say: Say, waiting: Waiting = Waiting(), adopt: bool = False
 ) -> Deployed:
+    """Create or update the stack as `spec` says; its tags say who owns it (`check_owner`)."""
     with _translated():
         stack = describe(cfn, spec.name)
+        if stack:
+            check_owner(stack, spec.tags, adopt)
         if (
             stack
             and stack["StackStatus"].endswith("_IN_PROGRESS")
@@ -92,15 +100,97 @@ def deploy_stack(
         return Deployed(action, *_outputs(final))
 
 
-def remove_stack(cfn: CloudFormationClient, name: str, say: Say, waiting: Waiting = Waiting()) -> bool:
-    """Delete the stack and wait until it is gone; False if there was none."""
+def remove_stack(
+    cfn: CloudFormationClient,
+    name: str,
+    owner: Mapping[str, str],
+    say: Say,
+    waiting: Waiting = Waiting(),
+    *,
+    adopt: bool = False,
+    alone: bool = False,
+) -> bool:
+    """Delete the stack, by its id once its tags say it is `owner`'s, and wait until it is gone.
+
+    False if there was none. `alone`: refused while any stack imports one of its exports (the whole
+    stage's removal checks that for all of its stacks at once, and removes importers first).
+    """
     with _translated():
         stack = describe(cfn, name)
         if stack is None:
             return False
+        check_owner(stack, owner, adopt)
+        if stack.get("EnableTerminationProtection"):
+            raise PhasedoitError(
+                f"refused: {name} has termination protection: turn it off first (aws cloudformation"
+                f" update-termination-protection --no-enable-termination-protection --stack-name {name})"
+            )
+        if alone:
+            imported = {e: i for e, i in importers(cfn, sorted(_outputs(stack)[1])).items() if i}
+            if imported:
+                users = sorted({stack for names in imported.values() for stack in names})
+                raise PhasedoitError(
+                    f"refused: {', '.join(sorted(imported))} of {name} is imported by {', '.join(users)}:"
+                    " remove those first; nothing was removed"
+                )
         say(f"deleting {name}")
         _delete(cfn, stack["StackId"], waiting)
         return True
+
+
+def check_owner(stack: StackTypeDef, owner: Mapping[str, str], adopt: bool) -> None:
+    """phasedoit updates or deletes only stacks whose tags name the app, stage and service it acts for.
+
+    A stack with none of its tags was made by someone else: it is taken over only when asked (`adopt`).
+    A stack tagged by an older phasedoit (app and stage, no service) is its own.
+    """
+    tags = _tags(stack)
+    found: dict[str, str | None] = {key: tags.get(key) for key in OWNER_TAGS}
+    name = stack["StackName"]
+    if not any(found.values()):
+        if adopt:
+            return
+        ours = owner.get(SERVICE_TAG, "")
+        raise PhasedoitError(
+            f"{name} exists and was not made by phasedoit: run with adopt={ours} to take it over"
+        )
+    if found[SERVICE_TAG] is None:  # tagged by a phasedoit that did not tag services yet
+        found[SERVICE_TAG] = owner.get(SERVICE_TAG, "")
+    if found == {key: owner.get(key) for key in OWNER_TAGS}:
+        return
+    app, stage, service = (found[key] for key in OWNER_TAGS)
+    if found[APP_TAG] != owner.get(APP_TAG):
+        raise PhasedoitError(f"{name} belongs to app {app}, not to app {owner.get(APP_TAG)}")
+    if found[STAGE_TAG] != owner.get(STAGE_TAG):
+        raise PhasedoitError(
+            f"{name} belongs to stage {stage} of app {app}, not to stage {owner.get(STAGE_TAG)}"
+        )
+    raise PhasedoitError(
+        f"{name} belongs to service {service} of app {app}, not to service {owner.get(SERVICE_TAG)}"
+    )
+
+
+def exports_of(cfn: CloudFormationClient, stacks: list[str]) -> dict[str, str]:
+    """The exports of those of `stacks` that exist: export name -> stack name."""
+    wanted = set(stacks)
+    return {
+        export: name for name, stack in list_stacks(cfn).items() if name in wanted for export in stack.exports
+    }
+
+
+def importers(cfn: CloudFormationClient, exports: list[str]) -> dict[str, list[str]]:
+    """The stacks importing each export (ListImports), by name."""
+    found: dict[str, list[str]] = {}
+    with _translated():
+        for export in exports:
+            try:
+                pages = cfn.get_paginator("list_imports").paginate(ExportName=export)
+                found[export] = [name for page in pages for name in page["Imports"]]
+            except botocore.exceptions.ClientError as e:
+                if "is not imported by any stack" not in _message(e):
+                    raise
+                found[export] = []
+    return found
 
 
 def list_stacks(cfn: CloudFormationClient) -> dict[str, RemoteStack]:
@@ -123,18 +213,23 @@ def export_names(cfn: CloudFormationClient) -> set[str]:
 
 
 def _create(cfn: CloudFormationClient, spec: StackSpec) -> str:
-    return cfn.create_stack(StackName=spec.name, **_arguments(spec))["StackId"]
+    return cfn.create_stack(StackName=spec.name, ClientRequestToken=_token(), **_arguments(spec))["StackId"]
 
 
 def _update(cfn: CloudFormationClient, spec: StackSpec) -> bool:
     """False when CloudFormation finds nothing to update (the same template, parameters and tags)."""
     try:
-        cfn.update_stack(StackName=spec.name, **_arguments(spec))
+        cfn.update_stack(StackName=spec.name, ClientRequestToken=_token(), **_arguments(spec))
     except botocore.exceptions.ClientError as e:
         if _message(e) != NO_UPDATES:
             raise
         return False
     return True
+
+
+def _token() -> str:
+    """One per operation: botocore's retries of a call resend it, so CloudFormation does the work once."""
+    return f"phasedoit-{uuid.uuid4().hex}"
 
 
 def _arguments(spec: StackSpec) -> dict[str, Any]:
@@ -147,7 +242,7 @@ def _arguments(spec: StackSpec) -> dict[str, Any]:
 
 
 def _delete(cfn: CloudFormationClient, stack_id: str, waiting: Waiting) -> None:
-    cfn.delete_stack(StackName=stack_id)
+    cfn.delete_stack(StackName=stack_id, ClientRequestToken=_token())
     final = _settle(cfn, stack_id, waiting)
     if final["StackStatus"] != "DELETE_COMPLETE":
         raise PhasedoitError(_failure(cfn, final))

@@ -116,6 +116,12 @@ class StageSettings(_Model):
     account: str | None = None
     endpoint: str | None = None
     parameters: dict[str, ParameterValue] = {}
+    # `remove` asks first (or needs yes=1 without a terminal); by default, a stage bound to an account
+    protected: bool | None = None
+
+    @property
+    def is_protected(self) -> bool:
+        return self.protected if self.protected is not None else self.account is not None
 
     @field_validator("region")
     @classmethod
@@ -299,7 +305,36 @@ def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, 
         Phase(p + 1, phase.name, tuple(phase.services)) for p, phase in enumerate(parsed.phases or ())
     )
     app = App(root, parsed.app, phases, services, dict(parsed.stages), tuple(parsed.external_exports))
+    if not problems:
+        problems += _stack_collisions(app)
     return app, problems
+
+
+def _stack_collisions(app: App) -> list[str]:
+    """Two services, or one service on two stages, that would deploy to one stack would overwrite it.
+
+    Checked for the stages phases.yml lists (or the default stage); a Serverless Framework service names
+    its stack in its serverless.yml, which planning checks for the stage it plans.
+    """
+    owners: dict[str, tuple[str, str]] = {}
+    problems = []
+    for stage in app.stages or (DEFAULT_STAGE,):
+        for service in app.services.values():
+            if service.serverless:
+                continue
+            try:
+                stack = service.stack_name(app.name, stage)
+            except PhasedoitError as e:
+                return [str(e).removeprefix(f"{CONFIG_NAME}: ")]
+            if stack in owners:
+                other, other_stage = owners[stack]
+                problems.append(
+                    f"services.{service.name}: its stack on stage {stage}, {stack}, is also the stack of"
+                    f" {other} on stage {other_stage}"
+                )
+            else:
+                owners[stack] = (service.name, stage)
+    return problems
 
 
 def _listed_services(

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
 
     root = Path(dodo_file).resolve().parent
     try:
-        plan = plan_stage(load_config(root / CONFIG_NAME), get_var("stage"), os.environ, get_var("force"))
+        app = load_config(root / CONFIG_NAME)
+        plan = plan_stage(
+            app, get_var("stage"), os.environ, get_var("force"), adopt=get_var("adopt"), yes=get_var("yes")
+        )
     except PhasedoitError as e:
         sys.exit(str(e))
     (root / STATE_DIR).mkdir(exist_ok=True)
@@ -37,15 +41,22 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
             "reporter": Reporter,
         },
         "task_deploy": _creator(deploy_tasks, plan),
-        "task_remove": _creator(remove_tasks, plan),
+        # removing the whole stage orders the removals (last phase first); `remove:<service>` alone must
+        # remove that one stack, not the later phases with it, so its task then depends on nothing
+        "task_remove": _creator(partial(remove_tasks, whole="remove" in _task_names(sys.argv[1:])), plan),
     }
+
+
+def _task_names(argv: list[str]) -> set[str]:
+    """The tasks doit was asked to run: its positional arguments, less options and `name=value` variables."""
+    return {arg for arg in argv if not arg.startswith("-") and "=" not in arg}
 
 
 def _creator(make: Callable[[StagePlan], Iterator[Task]], plan: StagePlan) -> Callable[[], Iterator[Task]]:
     def create() -> Iterator[Task]:
         return make(plan)
 
-    create.__doc__ = make.__doc__
+    create.__doc__ = getattr(make, "func", make).__doc__
     return create
 
 

@@ -49,6 +49,7 @@ class ServicePlan:
     imports: tuple[tuple[str, str], ...] = ()  # (export, the service of this app exporting it)
     upstreams: tuple[str, ...] = ()  # the services it imports from, in the user's order
     always: str | None = None  # why it deploys on every run (values read at deploy time)
+    adopt: bool = False  # take over its stack if it exists without phasedoit's tags (`adopt=<service>`)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class StagePlan:
     graph: graph.Graph = field(default_factory=lambda: graph.Graph((), (), ()))
     external_imports: tuple[tuple[str, str], ...] = ()  # (importer, export) no service of the app exports
     force: frozenset[str] = frozenset()  # services deployed even if up to date; "all" for every one
+    adopt: frozenset[str] = frozenset()  # services whose existing stack, not made by phasedoit, it takes over
+    protected: bool = False  # `remove` asks first
+    confirmed: bool = False  # yes=1: a protected stage's `remove` needs no question
     run: str = ""  # this run's id: an exporter's values tell its importers' checks it deployed in this run
 
 
@@ -76,9 +80,18 @@ class Context:
 
 
 def plan_stage(
-    app: App, stage: str | None, environ: Mapping[str, str], force: str | None = None
+    app: App,
+    stage: str | None,
+    environ: Mapping[str, str],
+    force: str | None = None,
+    *,
+    adopt: str | None = None,
+    yes: str | None = None,
 ) -> StagePlan:
-    """The plan of one stage, every check that needs no AWS call done; `force`: `all` or services."""
+    """The plan of one stage, every check that needs no AWS call done.
+
+    `force` and `adopt`: `all` or services, as given on the command line; `yes`: `1` confirms a removal.
+    """
     from phasedoit import deployers
 
     stage = select_stage(app, stage or environ.get("PHASEDOIT_STAGE") or DEFAULT_STAGE)
@@ -92,10 +105,12 @@ def plan_stage(
     problems = graph.validate(edges, phases)
     if problems:
         raise PhasedoitError("\n".join(f"{CONFIG_NAME}: phases: {problem}" for problem in problems))
+    _check_stack_names(rendered)
     imports: dict[str, tuple[tuple[str, str], ...]] = dict.fromkeys(rendered, ())
     for edge in edges.edges:
         imports[edge.importer] += ((edge.export, edge.exporter),)
     phase_of = {service: phase for phase in phases for service in phase.services}
+    adopted = select_services(app, "adopt", adopt)
     services = {
         name: ServicePlan(
             name=name,
@@ -110,6 +125,7 @@ def plan_stage(
             imports=imports[name],
             upstreams=tuple(dict.fromkeys(exporter for _, exporter in imports[name])),
             always=r.always,
+            adopt=bool({name, "all"} & adopted),
         )
         for name, r in rendered.items()
     }
@@ -122,9 +138,23 @@ def plan_stage(
         context.target,
         graph=edges,
         external_imports=tuple((imp, exp) for imp, exp in edges.external if exp not in known),
-        force=select_forced(app, force),
+        force=select_services(app, "force", force),
+        adopt=adopted,
+        protected=settings.is_protected,
+        confirmed=yes == "1",
         run=uuid.uuid4().hex,
     )
+
+
+def _check_stack_names(rendered: Mapping[str, Any]) -> None:
+    """Two services of one stage never share a stack: each would overwrite the other's."""
+    owners: dict[str, str] = {}
+    for name, r in rendered.items():
+        if r.stack in owners:
+            raise PhasedoitError(
+                f"{CONFIG_NAME}: services.{name}: its stack {r.stack} is also the stack of {owners[r.stack]}"
+            )
+        owners[r.stack] = name
 
 
 def _watched(app: App, paths: list[str]) -> tuple[Watched, ...]:
@@ -135,12 +165,13 @@ def _watched(app: App, paths: list[str]) -> tuple[Watched, ...]:
     )
 
 
-def select_forced(app: App, force: str | None) -> frozenset[str]:
-    forced = frozenset(name.strip() for name in (force or "").split(",") if name.strip())
-    unknown = sorted(forced - set(app.services) - {"all"})
+def select_services(app: App, variable: str, value: str | None) -> frozenset[str]:
+    """`all`, or services of the app, as a command-line variable names them: `force=a,b`."""
+    named = frozenset(name.strip() for name in (value or "").split(",") if name.strip())
+    unknown = sorted(named - set(app.services) - {"all"})
     if unknown:
-        raise PhasedoitError(f"force: no service {', '.join(map(repr, unknown))} in {CONFIG_NAME}")
-    return forced
+        raise PhasedoitError(f"{variable}: no service {', '.join(map(repr, unknown))} in {CONFIG_NAME}")
+    return named
 
 
 def select_stage(app: App, stage: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from phasedoit import actions, deployers
+from phasedoit import actions, deployers, removal
 from phasedoit.changes import UpToDate
 from phasedoit.config import Phase
 from phasedoit.planning import StagePlan
@@ -13,6 +13,8 @@ from phasedoit.stack import Verdict
 
 Task = dict[str, Any]
 CHECK_EXPORTS = "check-exports"
+CONFIRM_REMOVAL = "confirm-remove"
+CHECK_REMOVAL = "check-remove"
 
 
 def deploy_tasks(plan: StagePlan) -> Iterator[Task]:
@@ -41,27 +43,60 @@ def deploy_tasks(plan: StagePlan) -> Iterator[Task]:
         yield _phase_group("deploy", phase, [f"deploy:{s}" for s in phase.services], _upstreams(plan))
 
 
-def remove_tasks(plan: StagePlan) -> Iterator[Task]:
+def remove_tasks(plan: StagePlan, whole: bool = True) -> Iterator[Task]:
+    """`whole`: the stage is removed, last phase first, after checking no stack outside it imports from it.
+
+    Otherwise each service's removal stands alone: `remove:<service>` removes that one stack, and refuses
+    while any stack imports one of its exports.
+    """
     yield {
         "basename": "remove",
         "name": None,
         "doc": f"remove {plan.app}'s stacks of stage {plan.stage}: {_count(plan)}, last phase first",
     }
+    first: list[str] = []
+    if plan.protected:
+        yield _confirm_removal(plan)
+        first.append(CONFIRM_REMOVAL)
+    if whole:
+        yield _check_removal(plan)
+        first.append(CHECK_REMOVAL)
     last = len(plan.phases)
     for phase in reversed(plan.phases):
-        after = [f"remove-{phase.number + 1}"] if phase.number < last else []
+        after = [f"remove-{phase.number + 1}"] if whole and phase.number < last else []
         for name in phase.services:
             service = plan.services[name]
             yield {
                 "basename": "remove",
                 "name": name,
                 "doc": f"remove {service.stack} ({phase.label})",
-                "actions": [(actions.remove_service, [service, plan.target])],
-                "task_dep": after,
+                "actions": [(actions.remove_service, [service, plan.target, not whole])],
+                "task_dep": first + after,
                 "uptodate": [False],
                 "meta": {"phasedoit": Verdict(name, phase.label)},
             }
         yield _phase_group("remove", phase, [f"remove:{s}" for s in phase.services], {})
+
+
+def _confirm_removal(plan: StagePlan) -> Task:
+    stacks = [plan.services[name].stack for phase in reversed(plan.phases) for name in phase.services]
+    return {
+        "basename": CONFIRM_REMOVAL,
+        "doc": f"ask before removing stacks of the protected stage {plan.stage}",
+        # asked in doit's main process, which has the terminal: doit checks uptodate there, one at a time
+        "uptodate": [(removal.confirmed, [plan.stage, stacks, plan.confirmed], {})],
+        "actions": [(removal.not_confirmed, [plan.stage])],
+    }
+
+
+def _check_removal(plan: StagePlan) -> Task:
+    stacks = {service.stack: name for name, service in plan.services.items()}
+    return {
+        "basename": CHECK_REMOVAL,
+        "doc": f"check that no stack outside {plan.app} imports an export it removes",
+        "actions": [(removal.check_importers, [plan.app, stacks, plan.target])],
+        "uptodate": [False],
+    }
 
 
 def _check(plan: StagePlan, name: str) -> UpToDate:

@@ -26,6 +26,7 @@ class Call:
     stack: str
     start: float
     end: float
+    token: str = ""  # its ClientRequestToken
 
 
 @dataclass
@@ -66,7 +67,8 @@ def slow_proxy(upstream: str, delay: float = 0.0) -> Iterator[Proxy]:
             except urllib.error.HTTPError as e:
                 status, payload = e.code, e.read()
             with lock:
-                proxy.calls.append(Call(action, stack, start, time.monotonic()))
+                token = form.get("ClientRequestToken", [""])[0]
+                proxy.calls.append(Call(action, stack, start, time.monotonic(), token))
             self.send_response(status)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

@@ -5,12 +5,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from mypy_boto3_cloudformation.type_defs import ParameterTypeDef
 
 from phasedoit import cloudformation
 from phasedoit.cloudformation import Waiting
 from phasedoit.errors import PhasedoitError
-from phasedoit.stack import Deployed, StackSpec, Target
+from phasedoit.stack import APP_TAG, SERVICE_TAG, STAGE_TAG, Deployed, StackSpec, Target
 from tests.conftest import Moto
+from tests.latency import slow_proxy
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +41,12 @@ IMPORTER = {
 }
 
 
+def owner(name: str, stage: str = "dev", app: str = "shop") -> dict[str, str]:
+    return {APP_TAG: app, STAGE_TAG: stage, SERVICE_TAG: name.rsplit("-", 1)[0]}
+
+
 def spec(name: str, template: Mapping[str, Any], **parameters: str) -> StackSpec:
-    return StackSpec(name, json.dumps(template), parameters, {"team": "core"})
+    return StackSpec(name, json.dumps(template), parameters, {"team": "core", **owner(name)})
 
 
 def deploy(moto: Moto, stack: StackSpec, said: list[str] | None = None) -> Deployed:
@@ -56,7 +62,12 @@ def test_create_then_update_then_unchanged(moto: Moto) -> None:
     assert created.outputs["TopicArn"].startswith("arn:aws:sns:us-east-1:")
     assert created.exports == {"dev-TopicArn": created.outputs["TopicArn"]}
     stack = moto.client().describe_stacks(StackName="a-dev")["Stacks"][0]
-    assert stack["Tags"] == [{"Key": "team", "Value": "core"}]
+    assert stack["Tags"] == [
+        {"Key": "phasedoit:app", "Value": "shop"},
+        {"Key": "phasedoit:service", "Value": "a"},
+        {"Key": "phasedoit:stage", "Value": "dev"},
+        {"Key": "team", "Value": "core"},
+    ]
     assert stack["Parameters"] == [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
 
     changed = {**EXPORTER, "Outputs": {**EXPORTER["Outputs"], "Plain": {"Value": "bye"}}}  # type: ignore[dict-item]
@@ -76,16 +87,16 @@ def test_refused_create_names_the_missing_export_and_leaves_nothing(moto: Moto) 
     assert deploy(moto, spec("b-dev", IMPORTER)).action == "created"
 
 
-def test_failed_first_create_is_deleted_and_created_again(moto: Moto) -> None:
-    # moto never rolls back a create; a stack left by a never-executed change set is as unusable
+def test_another_actors_change_set_is_never_deleted(moto: Moto) -> None:
     cfn = moto.client()
-    # REVIEW_IN_PROGRESS: a change set was created for a new stack and never executed
+    # REVIEW_IN_PROGRESS: someone else created a change set for a new stack and has not executed it yet
     cfn.create_change_set(
         StackName="d-dev", ChangeSetName="x", TemplateBody=json.dumps(EXPORTER), ChangeSetType="CREATE"
     )
-    said: list[str] = []
-    assert deploy(moto, spec("d-dev", EXPORTER, Stage="dev"), said).action == "created"
-    assert said == ["deleting d-dev (REVIEW_IN_PROGRESS) to create it again", "creating d-dev"]
+    with pytest.raises(PhasedoitError) as e:
+        deploy(moto, spec("d-dev", EXPORTER, Stage="dev"))
+    assert str(e.value) == "d-dev exists and was not made by phasedoit: run with adopt=d to take it over"
+    assert [s["StackStatus"] for s in cfn.describe_stacks()["Stacks"]] == ["REVIEW_IN_PROGRESS"]
 
 
 def test_an_error_page_instead_of_an_answer_is_one_line(moto: Moto) -> None:
@@ -106,7 +117,82 @@ def test_remove(moto: Moto) -> None:
     deploy(moto, spec("a-dev", EXPORTER, Stage="dev"))
     cfn = cloudformation.client(Target("us-east-1", moto.url))
     said: list[str] = []
-    assert cloudformation.remove_stack(cfn, "a-dev", said.append, FAST) is True
-    assert cloudformation.remove_stack(cfn, "a-dev", said.append, FAST) is False
+    assert cloudformation.remove_stack(cfn, "a-dev", owner("a-dev"), said.append, FAST) is True
+    assert cloudformation.remove_stack(cfn, "a-dev", owner("a-dev"), said.append, FAST) is False
     assert said == ["deleting a-dev"]
     assert moto.client().describe_stacks()["Stacks"] == []
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [
+        (owner("api-eu-dev", stage="dev", app="coll"), "api-eu-dev belongs to app coll, not to app shop"),
+        (
+            owner("api-dev", app="shop"),
+            "api-eu-dev belongs to service api of app shop, not to service api-eu",
+        ),
+        (owner("api-eu-dev", stage="eu"), "api-eu-dev belongs to stage eu of app shop, not to stage dev"),
+        (
+            {"team": "core"},
+            "api-eu-dev exists and was not made by phasedoit: run with adopt=api-eu to take it over",
+        ),
+    ],
+)
+def test_a_stack_that_is_not_ours_is_never_updated_nor_deleted(
+    moto: Moto, tags: dict[str, str], message: str
+) -> None:
+    body = json.dumps(EXPORTER)
+    cfn = moto.client()
+    cfn.create_stack(
+        StackName="api-eu-dev",
+        TemplateBody=body,
+        Parameters=[{"ParameterKey": "Stage", "ParameterValue": "x"}],
+        Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+    )
+    ours = cloudformation.client(Target("us-east-1", moto.url))
+    with pytest.raises(PhasedoitError) as e:
+        cloudformation.deploy_stack(ours, spec("api-eu-dev", EXPORTER, Stage="dev"), print, FAST)
+    assert str(e.value) == message
+    with pytest.raises(PhasedoitError) as e:
+        cloudformation.remove_stack(ours, "api-eu-dev", owner("api-eu-dev"), print, FAST)
+    assert str(e.value) == message
+    assert [s["StackStatus"] for s in cfn.describe_stacks()["Stacks"]] == ["CREATE_COMPLETE"]
+
+
+def test_adopting_a_stack_made_before_phasedoit(moto: Moto) -> None:
+    cfn = moto.client()
+    parameters: list[ParameterTypeDef] = [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
+    cfn.create_stack(StackName="a-dev", TemplateBody=json.dumps(EXPORTER), Parameters=parameters)
+    ours = cloudformation.client(Target("us-east-1", moto.url))
+    changed = {**EXPORTER, "Outputs": {**EXPORTER["Outputs"], "Plain": {"Value": "bye"}}}  # type: ignore[dict-item]
+    adopted = cloudformation.deploy_stack(ours, spec("a-dev", changed, Stage="dev"), print, FAST, adopt=True)
+    assert adopted.action == "updated"
+    # from now on it carries phasedoit's tags: no adoption needed
+    assert cloudformation.remove_stack(ours, "a-dev", owner("a-dev"), print, FAST) is True
+
+
+def test_every_write_carries_a_request_token(moto: Moto) -> None:
+    with slow_proxy(moto.url) as proxy:
+        cfn = cloudformation.client(Target("us-east-1", proxy.url))
+        cloudformation.deploy_stack(cfn, spec("a-dev", EXPORTER, Stage="dev"), print, FAST)
+        cloudformation.remove_stack(cfn, "a-dev", owner("a-dev"), print, FAST)
+    tokens = [call.token for call in proxy.writes()]
+    assert [call.action for call in proxy.writes()] == ["CreateStack", "DeleteStack"]
+    assert all(token.startswith("phasedoit-") for token in tokens)
+    assert len(set(tokens)) == 2
+
+
+def test_termination_protection_is_said_in_one_line(moto: Moto) -> None:
+    tags: list[TagTypeDef] = [{"Key": k, "Value": v} for k, v in owner("a-dev").items()]
+    body = json.dumps({"Resources": {"T": {"Type": "AWS::SNS::Topic"}}})
+    moto.client().create_stack(
+        StackName="a-dev", TemplateBody=body, Tags=tags, EnableTerminationProtection=True
+    )
+    cfn = cloudformation.client(Target("us-east-1", moto.url))
+    with pytest.raises(PhasedoitError) as e:
+        cloudformation.remove_stack(cfn, "a-dev", owner("a-dev"), print, FAST)
+    assert str(e.value) == (
+        "refused: a-dev has termination protection: turn it off first (aws cloudformation"
+        " update-termination-protection --no-enable-termination-protection --stack-name a-dev)"
+    )
+    assert [s["StackStatus"] for s in moto.client().describe_stacks()["Stacks"]] == ["CREATE_COMPLETE"]

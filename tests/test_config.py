@@ -261,13 +261,38 @@ def test_phases_left_to_compute_without_services(tmp_path: Path) -> None:
     ],
 )
 def test_stack_names_cloudformation_refuses(tmp_path: Path, stack_name: str, shown: str) -> None:
-    app = load(
-        tmp_path,
-        f"app: shop\nphases: [[users-api]]\nservices: {{users-api: {{stack_name: '{stack_name}'}}}}\n",
-    )
-    with pytest.raises(PhasedoitError) as e:
-        app.services["users-api"].stack_name("shop", "prod")
+    with pytest.raises(PhasedoitError) as e:  # for every stage phases.yml lists, when it is read
+        load(
+            tmp_path,
+            f"app: shop\nphases: [[users-api]]\nservices: {{users-api: {{stack_name: '{stack_name}'}}}}\n"
+            "stages: {prod: {}}\n",
+        )
     assert str(e.value) == (
         f"phases.yml: services.users-api.stack_name: {shown!r} is not a valid CloudFormation stack name"
         " (letters, digits and '-', starting with a letter, at most 128)"
     )
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            "app: coll\nphases: [[api, api-eu]]\nstages: {dev: {}, eu-dev: {}}\n",
+            "phases.yml: services.api: its stack on stage eu-dev, api-eu-dev, is also the stack of api-eu on stage dev",
+        ),
+        (
+            "app: coll\nphases: [[api, api-eu]]\nservices: {api: {stack_name: 'shared-{stage}'}, api-eu: {stack_name: 'shared-{stage}'}}\n",
+            "phases.yml: services.api-eu: its stack on stage dev, shared-dev, is also the stack of api on stage dev",
+        ),
+    ],
+)
+def test_two_services_or_stages_never_share_a_stack(tmp_path: Path, config: str, message: str) -> None:
+    for name in ("api", "api-eu"):
+        (tmp_path / "services" / name).mkdir(parents=True)
+        (tmp_path / "services" / name / "template.yml").write_text(
+            "Resources: {T: {Type: AWS::SNS::Topic}}\n"
+        )
+    (tmp_path / "phases.yml").write_text(config)
+    with pytest.raises(PhasedoitError) as e:
+        load_config(tmp_path / "phases.yml")
+    assert str(e.value) == message

@@ -233,7 +233,7 @@ def test_a_done_serverless_deploy_keeps_the_run(
 def test_remove_runs_serverless_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(fake_bin(tmp_path)))
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "serverless.log"))
-    assert actions.remove_service(service_plan("prod", "notify-job"), Target("eu-west-1")) is None
+    assert actions.remove_service(service_plan("prod", "notify-job"), Target("eu-west-1"), False) is None
     assert (tmp_path / "serverless.log").read_text() == (
         f"{MONOREPO / 'notify-job'} remove --stage prod --region eu-west-1\n"
     )
@@ -254,7 +254,7 @@ def test_serverless_never_deploys_to_another_endpoint(tmp_path: Path, target: Ta
     assert failed.message == (
         f"users-api: cannot deploy users-api/serverless.yml at {where}: the Serverless Framework works on AWS only"
     )
-    removed = actions.remove_service(plan, target)
+    removed = actions.remove_service(plan, target, False)
     assert isinstance(removed, TaskFailed)
     assert removed.message == (
         f"users-api: cannot remove users-api/serverless.yml at {where}: the Serverless Framework works on AWS only"
@@ -263,7 +263,7 @@ def test_serverless_never_deploys_to_another_endpoint(tmp_path: Path, target: Ta
 
 def test_remove_without_the_serverless_framework(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(fake_bin(tmp_path, with_serverless=False)))
-    removed = actions.remove_service(service_plan(), Target())
+    removed = actions.remove_service(service_plan(), Target(), False)
     assert isinstance(removed, TaskFailed)
     assert removed.message == (
         "users-api: the Serverless Framework is not installed (npm install -g serverless),"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from phasedoit import actions
+from phasedoit import actions, removal
 from phasedoit.config import Phase
 from phasedoit.planning import ServicePlan, StagePlan
 from phasedoit.stack import StackSpec, Target
@@ -84,19 +84,41 @@ def test_remove_graph_is_reversed() -> None:
     tasks = by_name(list(remove_tasks(PLAN)))
     assert {name: t.get("task_dep") for name, t in tasks.items()} == {
         "remove": None,
-        "remove:audit-job": [],
+        "check-remove": None,
+        "remove:audit-job": ["check-remove"],
         "remove-3": ["remove:audit-job"],
-        "remove:billing-job": ["remove-3"],
+        "remove:billing-job": ["check-remove", "remove-3"],
         "remove-2": ["remove:billing-job"],
-        "remove:users-api": ["remove-2"],
-        "remove:orders-api": ["remove-2"],
+        "remove:users-api": ["check-remove", "remove-2"],
+        "remove:orders-api": ["check-remove", "remove-2"],
         "remove-1": ["remove:users-api", "remove:orders-api"],
     }
     assert (
         tasks["remove"]["doc"] == "remove shop's stacks of stage prod: 3 phases, 4 services, last phase first"
     )
     assert tasks["remove:users-api"]["actions"] == [
-        (actions.remove_service, [PLAN.services["users-api"], TARGET])
+        (actions.remove_service, [PLAN.services["users-api"], TARGET, False])
+    ]
+
+
+def test_remove_one_service_alone() -> None:
+    """`doit remove:<service>` removes that one stack: no later phase with it, and never an exporter in use."""
+    tasks = by_name(list(remove_tasks(replace(PLAN, protected=True), whole=False)))
+    assert {name: t.get("task_dep") for name, t in tasks.items() if name.startswith("remove:")} == {
+        "remove:audit-job": ["confirm-remove"],
+        "remove:billing-job": ["confirm-remove"],
+        "remove:users-api": ["confirm-remove"],
+        "remove:orders-api": ["confirm-remove"],
+    }
+    assert tasks["remove:users-api"]["actions"] == [
+        (actions.remove_service, [PLAN.services["users-api"], TARGET, True])
+    ]
+    assert tasks["confirm-remove"]["uptodate"] == [
+        (
+            removal.confirmed,
+            ["prod", ["audit-job-prod", "billing-job-prod", "users-api-prod", "orders-api-prod"], False],
+            {},
+        )
     ]
 
 

@@ -48,8 +48,9 @@ class Deployer(Protocol):
     # send the rendered request, tagged with `fingerprint`; wait for the outcome
     def deploy(self, plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Deployed: ...
 
-    # delete the service's stack and wait until it is gone; False if there was none
-    def remove(self, plan: ServicePlan, target: Target, say: Say) -> bool: ...
+    # delete the service's stack and wait until it is gone; False if there was none; `alone`: refuse
+    # while another stack imports its exports (a whole stage's removal checks that once, for all)
+    def remove(self, plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool: ...
 
 
 def get(name: str) -> Deployer:

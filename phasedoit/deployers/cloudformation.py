@@ -88,10 +88,12 @@ def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Dep
 
     spec: StackSpec = plan.request
     tagged = replace(spec, tags={**spec.tags, FINGERPRINT_TAG: fingerprint})
-    return cloudformation.deploy_stack(cloudformation.client(target), tagged, say)
+    return cloudformation.deploy_stack(cloudformation.client(target), tagged, say, adopt=plan.adopt)
 
 
-def remove(plan: ServicePlan, target: Target, say: Say) -> bool:
+def remove(plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool:
     from phasedoit import cloudformation
 
-    return cloudformation.remove_stack(cloudformation.client(target), plan.stack, say)
+    cfn = cloudformation.client(target)
+    owner = plan.request.tags
+    return cloudformation.remove_stack(cfn, plan.stack, owner, say, adopt=plan.adopt, alone=alone)

@@ -89,7 +89,7 @@ def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Dep
     return Deployed("deployed", {}, {})
 
 
-def remove(plan: ServicePlan, target: Target, say: Say) -> bool:
+def remove(plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool:
     run: ServerlessRun = plan.request
     _framework("remove", run, target, say)
     return True
