@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from mypy_boto3_cloudformation.type_defs import ParameterTypeDef
+from mypy_boto3_cloudformation.type_defs import ParameterTypeDef, TagTypeDef
 
 from phasedoit import cloudformation
 from phasedoit.cloudformation import Waiting
