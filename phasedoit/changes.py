@@ -18,8 +18,9 @@ from typing import Any
 
 from doit.task import UptodateCalculator
 
+from phasedoit.deployers import Watched
 from phasedoit.errors import PhasedoitError
-from phasedoit.planning import ServicePlan, Watched
+from phasedoit.planning import ServicePlan
 from phasedoit.stack import DEPLOYED, RemoteStack, Target, Verdict, digest
 
 # Never part of what a service deploys: VCS folders, caches, installed packages, build outputs of tools.

@@ -14,23 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phasedoit import graph
+from phasedoit import deployers, graph
 from phasedoit.config import CONFIG_NAME, DEFAULT_STAGE, App, Phase, StageSettings, check_stage_name
+from phasedoit.deployers import Context, Watched
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import Target
 
 STATE_DIR = ".phasedoit"
-# Part of every fingerprint: a phasedoit that renders requests differently redeploys what it rendered.
-FORMAT = "2"
-
-
-@dataclass(frozen=True)
-class Watched:
-    """Files whose content is part of what a service sends, hashed by its uptodate check."""
-
-    folder: str
-    prefix: str  # how their paths are shown: `` for the service's folder, `../libs/` for a watched one
-    exclude: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -68,17 +58,6 @@ class StagePlan:
     run: str = ""  # this run's id: an exporter's values tell its importers' checks it deployed in this run
 
 
-@dataclass(frozen=True)
-class Context:
-    """What a deployer's `render` knows of the stage."""
-
-    app: App
-    stage: str
-    settings: StageSettings
-    target: Target
-    environ: Mapping[str, str]
-
-
 def plan_stage(
     app: App,
     stage: str | None,
@@ -92,8 +71,6 @@ def plan_stage(
 
     `force` and `adopt`: `all` or services, as given on the command line; `yes`: `1` confirms a removal.
     """
-    from phasedoit import deployers
-
     stage = select_stage(app, stage or environ.get("PHASEDOIT_STAGE") or DEFAULT_STAGE)
     settings = app.stages.get(stage, StageSettings())
     context = Context(app, stage, settings, target(stage, settings, environ, app.root / STATE_DIR), environ)
@@ -183,18 +160,6 @@ def select_stage(app: App, stage: str) -> str:
         known = ", ".join(app.stages)
         raise PhasedoitError(f"{CONFIG_NAME}: stages: no stage {stage!r} (known: {known})")
     return stage
-
-
-def pseudo_parameters(stack_name: str | None, region: str | None, account: str | None) -> dict[str, str]:
-    """The pseudo parameters known before deploying; an import that needs another one is a warning."""
-    known = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
-    if stack_name:
-        known["AWS::StackName"] = stack_name
-    if region:
-        known["AWS::Region"] = region
-    if account:
-        known["AWS::AccountId"] = account
-    return known
 
 
 def target(stage: str, settings: StageSettings, environ: Mapping[str, str], state_dir: Path) -> Target:

@@ -10,12 +10,49 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from phasedoit.stack import Target
 from phasedoit.templates import Dependencies
 
 if TYPE_CHECKING:
-    from phasedoit.config import Service
-    from phasedoit.planning import Context, ServicePlan, Watched
-    from phasedoit.stack import Deployed, Target
+    from phasedoit.config import App, Service, StageSettings
+    from phasedoit.planning import ServicePlan
+    from phasedoit.stack import Deployed
+
+# Part of every fingerprint: a phasedoit that renders requests differently redeploys what it rendered.
+FORMAT = "2"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a deployer's `render` knows of the stage."""
+
+    app: App
+    stage: str
+    settings: StageSettings
+    target: Target
+    environ: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Watched:
+    """Files whose content is part of what a service sends, hashed by its uptodate check."""
+
+    folder: str
+    prefix: str  # how their paths are shown: `` for the service's folder, `../libs/` for a watched one
+    exclude: tuple[str, ...]
+
+
+def pseudo_parameters(stack_name: str | None, region: str | None, account: str | None) -> dict[str, str]:
+    """The pseudo parameters known before deploying; an import that needs another one is a warning."""
+    known = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
+    if stack_name:
+        known["AWS::StackName"] = stack_name
+    if region:
+        known["AWS::Region"] = region
+    if account:
+        known["AWS::AccountId"] = account
+    return known
+
 
 Say = Callable[[str], None]
 

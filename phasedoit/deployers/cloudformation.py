@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from phasedoit import templates
 from phasedoit.config import CONFIG_NAME
-from phasedoit.deployers import Rendered, Say, no_guard
+from phasedoit.deployers import FORMAT, Context, Rendered, Say, no_guard, pseudo_parameters
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import (
     APP_TAG,
@@ -23,7 +23,7 @@ from phasedoit.stack import (
 
 if TYPE_CHECKING:
     from phasedoit.config import Service
-    from phasedoit.planning import Context, ServicePlan
+    from phasedoit.planning import ServicePlan
 
 FINGERPRINT_ON_STACK = True
 guard = no_guard  # its client checks the account of a stage bound to one
@@ -34,8 +34,6 @@ SSM_PARAMETER_TYPE = "AWS::SSM::Parameter::Value<"
 
 
 def render(context: Context, service: Service) -> Rendered:
-    from phasedoit.planning import FORMAT, pseudo_parameters
-
     app, stage, where = context.app, context.stage, context.target
     shown = app.shown(service.template)
     template = templates.load_template(service.template, shown)

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phasedoit import serverless
-from phasedoit.deployers import Rendered, Say
+from phasedoit.deployers import FORMAT, Context, Rendered, Say, Watched, pseudo_parameters
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import Deployed, Target, digest
 
 if TYPE_CHECKING:
     from phasedoit.config import Service
-    from phasedoit.planning import Context, ServicePlan
+    from phasedoit.planning import ServicePlan
 
 FINGERPRINT_ON_STACK = False
 INSTALL = "npm install -g serverless"
@@ -41,8 +41,6 @@ class ServerlessRun:
 
 
 def render(context: Context, service: Service) -> Rendered:
-    from phasedoit.planning import FORMAT, Watched, pseudo_parameters
-
     app, stage, where = context.app, context.stage, context.target
     shown = app.shown(service.template)
     values = pseudo_parameters(None, where.region, context.settings.account)
