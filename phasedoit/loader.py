@@ -40,7 +40,7 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
             "backend": "sqlite3",
             "reporter": Reporter,
         },
-        "task_deploy": _creator(deploy_tasks, plan),
+        "task_deploy": _creator(partial(deploy_tasks, requested=_task_names(sys.argv[1:])), plan),
         # removing the whole stage orders the removals (last phase first); `remove:<service>` alone must
         # remove that one stack, not the later phases with it, so its task then depends on nothing
         "task_remove": _creator(partial(remove_tasks, whole="remove" in _task_names(sys.argv[1:])), plan),

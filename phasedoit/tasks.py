@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from phasedoit import actions, deployers, removal
@@ -17,30 +17,60 @@ CONFIRM_REMOVAL = "confirm-remove"
 CHECK_REMOVAL = "check-remove"
 
 
-def deploy_tasks(plan: StagePlan) -> Iterator[Task]:
+def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[Task]:
+    """`requested`: the tasks doit was asked to run; the imports from outside the app are checked for the
+    services those tasks deploy only (all of them unless only `deploy:<service>` tasks are asked for).
+    """
     yield {
         "basename": "deploy",
         "name": None,
         "doc": f"deploy {plan.app} to stage {plan.stage}: {_count(plan)}, phase by phase",
     }
-    if plan.external_imports:
-        yield _check_exports(plan)
+    tasks: list[Task] = []
     for phase in plan.phases:
         before = [f"deploy-{phase.number - 1}"] if phase.number > 1 else []
-        if phase.number == 1 and plan.external_imports:
-            before = [CHECK_EXPORTS]
         for name in phase.services:
             service = plan.services[name]
-            yield {
-                "basename": "deploy",
-                "name": name,
-                "doc": f"deploy {service.stack} ({phase.label})",
-                "actions": [(actions.deploy_service, [service, plan.target, plan.run])],
-                "uptodate": [_check(plan, name)],
-                "task_dep": before,
-                "meta": {"phasedoit": Verdict(name, phase.label, service.upstreams)},
-            }
-        yield _phase_group("deploy", phase, [f"deploy:{s}" for s in phase.services], _upstreams(plan))
+            tasks.append(
+                {
+                    "basename": "deploy",
+                    "name": name,
+                    "doc": f"deploy {service.stack} ({phase.label})",
+                    "actions": [(actions.deploy_service, [service, plan.target, plan.run])],
+                    "uptodate": [_check(plan, name)],
+                    "task_dep": before,
+                    "meta": {"phasedoit": Verdict(name, phase.label, service.upstreams)},
+                }
+            )
+        members = [f"deploy:{s}" for s in phase.services]
+        tasks.append(_phase_group("deploy", phase, members, _upstreams(plan)))
+    deploying = _run_by(tasks, requested)
+    external = [(importer, export) for importer, export in plan.external_imports if importer in deploying]
+    if external:
+        yield _check_exports(plan, external)
+        for task in tasks:
+            if task["basename"] == "deploy" and not task["task_dep"]:
+                task["task_dep"] = [CHECK_EXPORTS]
+    yield from tasks
+
+
+def _run_by(tasks: list[Task], requested: Collection[str]) -> set[str]:
+    """The services whose deploy tasks run when doit runs `requested` (every one for a whole deploy)."""
+    names = {_name(task): task for task in tasks}
+    wanted = [name for name in requested if name in names]
+    if not wanted or any(not name.startswith("deploy:") for name in wanted):
+        wanted = list(names)
+    seen: set[str] = set()
+    while wanted:
+        name = wanted.pop()
+        if name not in seen:
+            seen.add(name)
+            wanted.extend(names[name].get("task_dep", []))
+    return {name.split(":", 1)[1] for name in seen if name.startswith("deploy:")}
+
+
+def _name(task: Task) -> str:
+    return f"{task['basename']}:{task['name']}" if task.get("name") else str(task["basename"])
 
 
 def remove_tasks(plan: StagePlan, whole: bool = True) -> Iterator[Task]:
@@ -110,12 +140,11 @@ def _upstreams(plan: StagePlan) -> dict[str, tuple[str, ...]]:
     return {name: service.upstreams for name, service in plan.services.items()}
 
 
-def _check_exports(plan: StagePlan) -> Task:
-    imports = plan.external_imports
+def _check_exports(plan: StagePlan, imports: list[tuple[str, str]]) -> Task:
     return {
         "basename": CHECK_EXPORTS,
         "doc": f"check that the {len(imports)} export(s) imported from outside {plan.app} exist",
-        "actions": [(actions.check_exports, [list(imports), plan.target])],
+        "actions": [(actions.check_exports, [imports, plan.target])],
         "uptodate": [False],
     }
 

@@ -254,3 +254,27 @@ def test_values_read_at_deploy_time_deploy_every_run(shop: Path, proxy: Proxy) -
     phases.write_text(phases.read_text() + "services:\n  reset-cart-job: {deploy_time_values: ignore}\n")
     deploy(shop)  # the setting is part of no request: only the check changes
     assert proxy.written() == []
+
+
+def test_services_sharing_one_folder_deploy_alone(tmp_path: Path, proxy: Proxy) -> None:
+    """A CDK app's cdk.out holds every stack's template and a tree.json: one edit redeploys one stack."""
+    out = tmp_path / "app" / "cdk.out"
+    out.mkdir(parents=True)
+    for name in ("Network", "Api"):
+        topic = {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": f"{name}-t"}}
+        (out / f"{name}.template.json").write_text(json.dumps({"Resources": {"T": topic}}))
+    (out / "tree.json").write_text('{"version": "1"}')
+    (tmp_path / "app" / "phases.yml").write_text(
+        "app: cdk\nphases: [[network, api]]\n"
+        "services:\n"
+        "  network: {path: cdk.out, template: Network.template.json}\n"
+        "  api: {path: cdk.out, template: Api.template.json}\n"
+    )
+    app = copy_app(tmp_path / "app", tmp_path / "copy")
+    deploy(app)
+    assert sorted(proxy.written()) == [("CreateStack", "api-dev"), ("CreateStack", "network-dev")]
+    (app / "cdk.out" / "tree.json").write_text('{"version": "2"}')
+    template = app / "cdk.out" / "Api.template.json"
+    template.write_text(template.read_text().replace("Api-t", "Api-topic"))
+    deploy(app)
+    assert proxy.written() == [("UpdateStack", "api-dev")]
