@@ -37,7 +37,7 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
             "default_tasks": ["deploy"],
             # one state file per stage: deploying prod must not make dev look stale
             "dep_file": str(root / STATE_DIR / f"doit-{plan.stage}.db"),
-            "backend": "sqlite3",
+            "backend": "phasedoit",  # sqlite3 (two runs at once keep both), its faults in one line
             "reporter": Reporter,
         },
         "task_deploy": _creator(partial(deploy_tasks, requested=_task_names(sys.argv[1:])), plan),
