@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -17,6 +18,7 @@ from phasedoit.errors import PhasedoitError
 from phasedoit.stack import (
     APP_TAG,
     DEPLOYED,
+    EXPORTS_TAG,
     FINGERPRINT_TAG,
     SERVICE_TAG,
     STAGE_TAG,
@@ -24,6 +26,7 @@ from phasedoit.stack import (
     RemoteStack,
     StackSpec,
     Target,
+    digest,
     value_hash,
 )
 
@@ -201,10 +204,32 @@ def list_stacks(cfn: CloudFormationClient) -> dict[str, RemoteStack]:
                 stack["StackStatus"],
                 _tags(stack).get(FINGERPRINT_TAG),
                 {name: value_hash(value) for name, value in _outputs(stack)[1].items()},
+                _tags(stack).get(EXPORTS_TAG),
             )
             for page in cfn.get_paginator("describe_stacks").paginate()
             for stack in page["Stacks"]
         }
+
+
+def export_definitions(cfn: CloudFormationClient, name: str) -> dict[str, str]:
+    """The exports of the stack as deployed: export name -> digest of its Output's Value expression.
+
+    DescribeStacks names each output's export; GetTemplate gives the template it was deployed with.
+    """
+    with _translated():
+        stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+        body = cfn.get_template(StackName=stack["StackId"], TemplateStage="Original")["TemplateBody"]
+    try:
+        template = body if isinstance(body, dict) else json.loads(body)  # phasedoit sends JSON
+    except ValueError:
+        return {}  # another tool's YAML: not compared; CloudFormation itself will say what it refuses
+    outputs = template.get("Outputs") if isinstance(template, dict) else None
+    values = outputs if isinstance(outputs, dict) else {}
+    return {
+        o["ExportName"]: digest(values.get(o["OutputKey"], {}).get("Value"))
+        for o in stack.get("Outputs", [])
+        if o.get("ExportName")
+    }
 
 
 def export_names(cfn: CloudFormationClient) -> set[str]:

@@ -40,6 +40,7 @@ class ServicePlan:
     upstreams: tuple[str, ...] = ()  # the services it imports from, in the user's order
     always: str | None = None  # why it deploys on every run (values read at deploy time)
     adopt: bool = False  # take over its stack if it exists without phasedoit's tags (`adopt=<service>`)
+    exports: Mapping[str, str] = field(default_factory=dict)  # export name -> digest of its definition
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ def plan_stage(
             upstreams=tuple(dict.fromkeys(exporter for _, exporter in imports[name])),
             always=r.always,
             adopt=bool({name, "all"} & adopted),
+            exports=r.exports,
         )
         for name, r in rendered.items()
     }

@@ -34,7 +34,7 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]
             self._header(service)
             if service.reasons:
                 self.write(f"{service.service}: deploying ({'; '.join(service.reasons)})\n")
-        elif task.actions:
+        elif task.actions and not task.name.startswith("_"):  # phasedoit's own checks run unseen
             self.write(f"{task.name}: {task.doc}\n")
 
     def skip_uptodate(self, task: Any) -> None:

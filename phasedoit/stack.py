@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 
 FINGERPRINT_TAG = "phasedoit:fingerprint"
+EXPORTS_TAG = "phasedoit:exports"  # digest of the definitions of the stack's exports, as last deployed
 APP_TAG, STAGE_TAG, SERVICE_TAG = "phasedoit:app", "phasedoit:stage", "phasedoit:service"
 # The statuses of a stack whose last operation succeeded.
 DEPLOYED = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
@@ -41,6 +42,7 @@ class RemoteStack:
     status: str
     fingerprint: str | None  # phasedoit's tag: what it deployed there last
     exports: dict[str, str]  # export name -> value_hash(value)
+    exports_tag: str | None = None  # phasedoit's tag: the digest of its exports' definitions
 
 
 @dataclass(frozen=True)

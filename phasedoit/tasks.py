@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-from phasedoit import actions, deployers, removal
+from phasedoit import actions, deployers, inuse, removal
 from phasedoit.changes import UpToDate
 from phasedoit.config import Phase
 from phasedoit.planning import StagePlan
 from phasedoit.stack import Verdict
 
 Task = dict[str, Any]
-CHECK_EXPORTS = "check-exports"
-CONFIRM_REMOVAL = "confirm-remove"
-CHECK_REMOVAL = "check-remove"
+# Checks that run before the first write: private to doit (a leading `_`), so `doit list` shows the phases.
+CHECK_EXPORTS = "_check-exports"
+CHECK_IN_USE = "_check-exports-in-use"
+CONFIRM_REMOVAL = "_confirm-remove"
+CHECK_REMOVAL = "_check-remove"
 
 
 def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[Task]:
@@ -45,12 +47,26 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
         members = [f"deploy:{s}" for s in phase.services]
         tasks.append(_phase_group("deploy", phase, members, _upstreams(plan)))
     deploying = _run_by(tasks, requested)
+    checks: list[Task] = []
     external = [(importer, export) for importer, export in plan.external_imports if importer in deploying]
     if external:
-        yield _check_exports(plan, external)
-        for task in tasks:
-            if task["basename"] == "deploy" and not task["task_dep"]:
-                task["task_dep"] = [CHECK_EXPORTS]
+        checks.append(_check_exports(plan, external))
+    exporters = [
+        (name, s.stack, s.exports) for name, s in plan.services.items() if s.exports and name in deploying
+    ]
+    if exporters:
+        checks.append(
+            {
+                "basename": CHECK_IN_USE,
+                "doc": "check that no deploy removes or changes an export another stack imports",
+                "actions": [(inuse.check, [exporters, plan.target])],
+                "uptodate": [False],
+            }
+        )
+    for task in tasks:  # the first phase waits for the checks: nothing is written before they pass
+        if task["basename"] == "deploy" and not task["task_dep"]:
+            task["task_dep"] = [check["basename"] for check in checks]
+    yield from checks
     yield from tasks
 
 

@@ -297,8 +297,8 @@ def test_a_stage_bound_to_an_account(shop: Path, moto: Moto) -> None:
     )
     result = doit(shop, "-n", "4", "deploy", "stage=prod")
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        "checkout-api: the AWS credentials in use are for another account than phases.yml's stages.prod.account"
+    assert result.stderr.splitlines() == [  # the check of the exports in use is the first to ask
+        "deploy: the AWS credentials in use are for another account than phases.yml's stages.prod.account"
     ]
     assert stacks(moto) == {}
     config.write_text(config.read_text().replace("000000000000", moto.account()))

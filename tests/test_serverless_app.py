@@ -161,7 +161,6 @@ def test_doit_list(monorepo: Path, tmp_path: Path) -> None:
     result = run_doit(monorepo, fake_bin(tmp_path, with_serverless=False), "list", "--all", "stage=prod")
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.splitlines() == [
-        "confirm-remove      ask before removing stacks of the protected stage prod",  # bound to an account
         "deploy              deploy shop to stage prod: 3 phases, 3 services, phase by phase",
         "deploy-1            deploy phase 1: users-api",
         "deploy-2            deploy phase 2: orders-api (after users-api)",

@@ -84,13 +84,13 @@ def test_remove_graph_is_reversed() -> None:
     tasks = by_name(list(remove_tasks(PLAN)))
     assert {name: t.get("task_dep") for name, t in tasks.items()} == {
         "remove": None,
-        "check-remove": None,
-        "remove:audit-job": ["check-remove"],
+        "_check-remove": None,
+        "remove:audit-job": ["_check-remove"],
         "remove-3": ["remove:audit-job"],
-        "remove:billing-job": ["check-remove", "remove-3"],
+        "remove:billing-job": ["_check-remove", "remove-3"],
         "remove-2": ["remove:billing-job"],
-        "remove:users-api": ["check-remove", "remove-2"],
-        "remove:orders-api": ["check-remove", "remove-2"],
+        "remove:users-api": ["_check-remove", "remove-2"],
+        "remove:orders-api": ["_check-remove", "remove-2"],
         "remove-1": ["remove:users-api", "remove:orders-api"],
     }
     assert (
@@ -105,15 +105,15 @@ def test_remove_one_service_alone() -> None:
     """`doit remove:<service>` removes that one stack: no later phase with it, and never an exporter in use."""
     tasks = by_name(list(remove_tasks(replace(PLAN, protected=True), whole=False)))
     assert {name: t.get("task_dep") for name, t in tasks.items() if name.startswith("remove:")} == {
-        "remove:audit-job": ["confirm-remove"],
-        "remove:billing-job": ["confirm-remove"],
-        "remove:users-api": ["confirm-remove"],
-        "remove:orders-api": ["confirm-remove"],
+        "remove:audit-job": ["_confirm-remove"],
+        "remove:billing-job": ["_confirm-remove"],
+        "remove:users-api": ["_confirm-remove"],
+        "remove:orders-api": ["_confirm-remove"],
     }
     assert tasks["remove:users-api"]["actions"] == [
         (actions.remove_service, [PLAN.services["users-api"], TARGET, True])
     ]
-    assert tasks["confirm-remove"]["uptodate"] == [
+    assert tasks["_confirm-remove"]["uptodate"] == [
         (
             removal.confirmed,
             ["prod", ["audit-job-prod", "billing-job-prod", "users-api-prod", "orders-api-prod"], False],

@@ -7,7 +7,7 @@ service's definition file, and from then on the plan carries the deployer's name
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from phasedoit.stack import Target
@@ -69,6 +69,7 @@ class Rendered:
     settings: str  # digest of the rest of what is sent
     watched: tuple[Watched, ...] = ()
     always: str | None = None
+    exports: Mapping[str, str] = field(default_factory=dict)  # export name -> digest of its definition
 
 
 class Deployer(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from phasedoit.deployers import FORMAT, Context, Rendered, Say, no_guard, pseudo
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import (
     APP_TAG,
+    EXPORTS_TAG,
     FINGERPRINT_TAG,
     SERVICE_TAG,
     STAGE_TAG,
@@ -62,7 +64,23 @@ def render(context: Context, service: Service) -> Rendered:
         files={service.template.relative_to(service.folder).as_posix(): digest(body)},
         settings=digest(sent),
         always=always,
+        exports=export_definitions(template, known),
     )
+
+
+def export_definitions(template: dict[str, Any], known: Mapping[str, str]) -> dict[str, str]:
+    """Each export the template defines, by its name, with a digest of its Output's Value expression."""
+    outputs = template.get("Outputs")
+    definitions: dict[str, str] = {}
+    for output in (outputs if isinstance(outputs, dict) else {}).values():
+        export = output.get("Export") if isinstance(output, dict) else None
+        if not isinstance(export, dict) or "Name" not in export:
+            continue
+        try:
+            definitions[templates.resolve(export["Name"], known)] = digest(output.get("Value"))
+        except templates.UnresolvedError:
+            continue  # a warning already says it
+    return definitions
 
 
 def deploy_time_values(template: dict[str, Any], body: str) -> str | None:
@@ -85,7 +103,8 @@ def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Dep
     from phasedoit import cloudformation  # boto3 loads in the workers, not when doit lists tasks
 
     spec: StackSpec = plan.request
-    tagged = replace(spec, tags={**spec.tags, FINGERPRINT_TAG: fingerprint})
+    tags = {**spec.tags, FINGERPRINT_TAG: fingerprint, EXPORTS_TAG: digest(dict(plan.exports))}
+    tagged = replace(spec, tags=tags)
     return cloudformation.deploy_stack(cloudformation.client(target), tagged, say, adopt=plan.adopt)
 
 
