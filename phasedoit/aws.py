@@ -24,8 +24,8 @@ NO_REGION = "no AWS region: set AWS_REGION, or a region for the stage in phases.
 # The CloudFormation API answers in seconds (the waiting is done by polling): an endpoint that accepts
 # and never answers ends the run in about two minutes (attempts x read timeout), not after eleven.
 # Both can be changed, for a slow network or for tests of faults.
-TIMEOUT_ENV, DEFAULT_TIMEOUT = "PHASEDOIT_API_TIMEOUT", 15.0
-ATTEMPTS_ENV, DEFAULT_ATTEMPTS = "PHASEDOIT_API_ATTEMPTS", 8
+TIMEOUT_ENV, DEFAULT_TIMEOUT = "PHASEDOIT_API_TIMEOUT", 10.0
+ATTEMPTS_ENV, DEFAULT_ATTEMPTS = "PHASEDOIT_API_ATTEMPTS", 7
 
 _lock = threading.Lock()
 _sessions: dict[Target, boto3.session.Session] = {}
