@@ -16,6 +16,7 @@ import dataclasses
 import fcntl
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import os
 import secrets
@@ -53,7 +54,11 @@ SERVER_NAME = "phasedoit-local"
 SNAPSHOT_VERSION = 1
 UNREADABLE = "unreadable"  # suffix of a snapshot set aside because it could not be read
 UNRESTORED = "unrestored"  # suffix of the saved entries of stacks that could not be restored
-NEEDS_MOTO = "local endpoint needs moto's server: pip install 'phasedoit[local]'"
+# what the endpoint is tested with: it uses moto internals (MotoRequestHandler appeared in 5.2.5);
+# pyproject.toml's `local` extra says the same, and .ci/run also tests the lowest
+MOTO_LOWEST, MOTO_BELOW = (5, 2, 5), (5, 3)
+MOTO_REQUIREMENT = "moto[server]>=5.2.5,<5.3"
+NEEDS_MOTO = f"local endpoint needs moto's server: pip install '{MOTO_REQUIREMENT}'"
 _KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
@@ -346,6 +351,23 @@ def remove_record(paths: Paths, pid: int) -> None:
 def _require_moto() -> None:
     if any(importlib.util.find_spec(name) is None for name in ("moto", "flask", "flask_cors", "werkzeug")):
         raise PhasedoitError(NEEDS_MOTO)
+    version = importlib.metadata.version("moto")
+    if not MOTO_LOWEST <= _version_tuple(version) < MOTO_BELOW:
+        raise PhasedoitError(
+            f"local endpoint needs {MOTO_REQUIREMENT}, not moto {version}: pip install '{MOTO_REQUIREMENT}'"
+        )
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    numbers = []
+    for part in version.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if digits != part:  # 5.3.0rc1, 5.2.6.dev0: what follows is not a release number
+            break
+    return tuple(numbers)
 
 
 def idle_timeout_from_env() -> float:
@@ -503,11 +525,20 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def env_line(state_dir: Path, region: str = DEFAULT_REGION) -> str:
-    """`export AWS_ENDPOINT_URL=… AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… AWS_REGION=…` for a shell."""
+    """`export AWS_ENDPOINT_URL=… AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… AWS_REGION=…` for a shell.
+
+    AWS_DEFAULT_REGION too: boto3 and the AWS CLI v1 read that one only.
+    """
     url = ensure_endpoint(state_dir)
     key_id, secret = credentials(state_dir)
-    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
-    values = (url, key_id, secret, region)
+    names = (
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    )
+    values = (url, key_id, secret, region, region)
     pairs = zip(names, values, strict=True)
     return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in pairs)
 

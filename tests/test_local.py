@@ -1,7 +1,12 @@
-"""The local endpoint, through real server processes and the real boto3 client over HTTP."""
+"""The local endpoint, through real server processes and the real boto3 client over HTTP.
+
+Also the helpers of the other tests/test_local_*.py modules: a server shared by a module (its tests keep
+apart by using a region each) and clients signed with the endpoint's own credentials.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -11,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ from phasedoit import cli
 from phasedoit.errors import PhasedoitError
 from phasedoit.local import (
     IDLE_TIMEOUT_ENV,
+    credentials,
     endpoint_status,
     ensure_endpoint,
     format_status,
@@ -63,6 +70,70 @@ Resources:
   Topic:
     Type: AWS::SNS::Topic
 """
+STAGE = [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
+# one region per test on a shared server: moto keeps each region's stacks and exports apart
+_REGIONS = itertools.cycle(
+    [
+        "us-east-2",
+        "us-west-1",
+        "us-west-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "eu-central-1",
+        "eu-north-1",
+        "ap-south-1",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ca-central-1",
+        "sa-east-1",
+        "af-south-1",
+        "me-south-1",
+        "il-central-1",
+        "eu-south-1",
+        "ap-east-1",
+        "ap-northeast-3",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    state: Path
+    url: str
+
+    def client(self, service: str = "cloudformation", region: str = "us-east-1") -> Any:
+        return signed_client(self.url, self.state, service, region)
+
+
+def signed_client(url: str, state: Path, service: str = "cloudformation", region: str = "us-east-1") -> Any:
+    # a session of its own: clients are created from several threads at once
+    key, secret = credentials(state)
+    return boto3.session.Session().client(
+        service, endpoint_url=url, aws_access_key_id=key, aws_secret_access_key=secret, region_name=region
+    )
+
+
+def started(state: Path) -> Iterator[Endpoint]:
+    """A server of its own for a test module: stopped, and any stray server killed, at the end."""
+    try:
+        yield Endpoint(state, ensure_endpoint(state))
+    finally:
+        stop_endpoint(state)
+        for pid in server_pids(state):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
+    yield from started(tmp_path_factory.mktemp("shared") / ".phasedoit")
+
+
+@pytest.fixture
+def region() -> str:
+    return next(_REGIONS)
 
 
 def server_pids(state_dir: Path) -> list[int]:
@@ -96,19 +167,11 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
         os.kill(pid, signal.SIGKILL)
 
 
-def cloudformation(url: str) -> Any:
-    # a session of its own: clients are created from several threads at once
-    return boto3.session.Session().client(
-        "cloudformation",
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+def cloudformation(url: str, state: Path, region: str = "us-east-1") -> Any:
+    return signed_client(url, state, "cloudformation", region)
 
 
-def deployed(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    client = cloudformation(url)
+def deployed(client: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     keys = ("StackName", "StackId", "StackStatus", "Outputs", "Parameters", "Tags", "CreationTime")
     stacks = [{key: stack.get(key) for key in keys} for stack in client.describe_stacks()["Stacks"]]
     return stacks, client.list_exports()["Exports"]
@@ -123,7 +186,7 @@ def test_start_reuse_status_stop(state_dir: Path) -> None:
     url = ensure_endpoint(state_dir)
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
     status = endpoint_status(state_dir)
-    assert (status.running, status.url, status.stacks) == (True, url, 0)
+    assert (status.running, status.url, status.stacks, status.notices) == (True, url, 0, ())
     assert status.pid is not None
     assert alive(status.pid)
     assert re.fullmatch(
@@ -131,27 +194,27 @@ def test_start_reuse_status_stop(state_dir: Path) -> None:
         format_status(status),
     )
     # warm before returning: a CloudFormation call answers at once
-    started = time.monotonic()
-    assert cloudformation(url).list_stacks()["StackSummaries"] == []
-    assert time.monotonic() - started < 1.0
+    began = time.monotonic()
+    assert cloudformation(url, state_dir).list_stacks()["StackSummaries"] == []
+    assert time.monotonic() - began < 1.0
 
-    started = time.monotonic()
+    began = time.monotonic()
     assert ensure_endpoint(state_dir) == url
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - began < 0.5
     assert endpoint_status(state_dir).pid == status.pid
     assert server_pids(state_dir) == [status.pid]
 
-    started = time.monotonic()
+    began = time.monotonic()
     assert stop_endpoint(state_dir) is True
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - began < 2.0
     assert not alive(status.pid)
     assert not local_paths(state_dir).endpoint.exists()
     assert endpoint_status(state_dir).running is False
     assert stop_endpoint(state_dir) is False
 
 
-def test_listens_on_loopback_only(state_dir: Path) -> None:
-    port = int(ensure_endpoint(state_dir).rsplit(":", 1)[1])
+def test_listens_on_loopback_only(shared: Endpoint) -> None:
+    port = int(shared.url.rsplit(":", 1)[1])
     listening = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -162,19 +225,15 @@ def test_listens_on_loopback_only(state_dir: Path) -> None:
     assert listening == ["0100007F"]  # 127.0.0.1, little-endian; nothing on 0.0.0.0 or ::
 
 
-def test_restart_restores_stacks_and_exports(state_dir: Path) -> None:
+def test_restart_restores_stacks_and_exports(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = ensure_endpoint(state_dir)
-    client = cloudformation(url)
+    client = cloudformation(url, state_dir)
     client.create_stack(StackName="api-dev", TemplateBody=EXPORTER, Tags=[{"Key": "app", "Value": "shop"}])
-    client.create_stack(
-        StackName="job-dev",
-        TemplateBody=IMPORTER,
-        Parameters=[{"ParameterKey": "Stage", "ParameterValue": "dev"}],
-    )
+    client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=STAGE)
     client.create_stack(StackName="gone-dev", TemplateBody=TOPIC)
     client.update_stack(StackName="gone-dev", TemplateBody=TOPIC.replace("Topic:", "Other:"))
     client.delete_stack(StackName="gone-dev")
-    before = deployed(url)
+    before = deployed(client)
     assert [(stack["StackName"], stack["StackStatus"]) for stack in before[0]] == [
         ("api-dev", "CREATE_COMPLETE"),
         ("job-dev", "CREATE_COMPLETE"),
@@ -186,9 +245,14 @@ def test_restart_restores_stacks_and_exports(state_dir: Path) -> None:
     assert (status.running, status.stacks) == (False, 2)
     assert status.saved_bytes == local_paths(state_dir).snapshot.stat().st_size
 
+    capsys.readouterr()
     url = ensure_endpoint(state_dir)
+    # one line, and nothing to report about the saved state
+    assert (
+        capsys.readouterr().err == f"local endpoint: started at {url} (stop it with `phasedoit local stop`)\n"
+    )
     # same stack ids, statuses, outputs (the topic's generated name), parameters, tags, exports
-    assert deployed(url) == before
+    assert deployed(cloudformation(url, state_dir)) == before
     api, job = before[0]
     assert api["Tags"] == [{"Key": "app", "Value": "shop"}]
     assert job["Parameters"] == [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
@@ -196,42 +260,45 @@ def test_restart_restores_stacks_and_exports(state_dir: Path) -> None:
     assert endpoint_status(state_dir).stacks == 2
 
 
-def test_refused_create_leaves_no_stack(state_dir: Path) -> None:
-    client = cloudformation(ensure_endpoint(state_dir))
-    stage = [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
+def test_refused_create_leaves_no_stack(shared: Endpoint, region: str) -> None:
+    client = shared.client(region=region)
     with pytest.raises(client.exceptions.ClientError) as error:
-        client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=stage)
+        client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=STAGE)
     assert error.value.response["Error"]["Message"] == "No export named dev-PurchasedTopicArn found."
     # without the server's help: the stack stays in CREATE_IN_PROGRESS and this call is an HTML 500
     assert client.describe_stacks()["Stacks"] == []
     client.create_stack(StackName="api-dev", TemplateBody=EXPORTER)
-    client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=stage)  # no AlreadyExists
+    client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=STAGE)  # no AlreadyExists
     assert [stack["StackStatus"] for stack in client.describe_stacks()["Stacks"]] == ["CREATE_COMPLETE"] * 2
 
 
-def test_an_export_added_by_an_update_can_be_imported(state_dir: Path) -> None:
-    client = cloudformation(ensure_endpoint(state_dir))
+def test_an_export_added_by_an_update_can_be_imported(shared: Endpoint, region: str) -> None:
+    client = shared.client(region=region)
     client.create_stack(
         StackName="api-dev", TemplateBody=EXPORTER.replace("dev-PurchasedTopicArn", "dev-OldName")
     )
     client.update_stack(StackName="api-dev", TemplateBody=EXPORTER)  # renames its export
     assert [export["Name"] for export in client.list_exports()["Exports"]] == ["dev-PurchasedTopicArn"]
-    stage = [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
-    client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=stage)
+    client.create_stack(StackName="job-dev", TemplateBody=IMPORTER, Parameters=STAGE)
     statuses = {stack["StackName"]: stack["StackStatus"] for stack in client.describe_stacks()["Stacks"]}
     assert statuses == {"api-dev": "UPDATE_COMPLETE", "job-dev": "CREATE_COMPLETE"}
 
 
-def test_saved_state_stays_bounded(state_dir: Path) -> None:
-    client = cloudformation(ensure_endpoint(state_dir))
-    snapshot = local_paths(state_dir).snapshot
+def saved_names(state: Path, region: str) -> list[str]:
+    stacks = json.loads(local_paths(state).snapshot.read_text())["stacks"]
+    return [stack["name"] for stack in stacks if stack["region"] == region]
+
+
+def test_saved_state_stays_bounded(shared: Endpoint, region: str) -> None:
+    client = shared.client(region=region)
+    snapshot = local_paths(shared.state).snapshot
     client.create_stack(StackName="api-dev", TemplateBody=EXPORTER)
     size = snapshot.stat().st_size
     for round_ in range(5):
         client.create_stack(StackName=f"tmp-{round_}", TemplateBody=TOPIC)
         client.delete_stack(StackName=f"tmp-{round_}")
     assert snapshot.stat().st_size == size
-    assert [stack["name"] for stack in json.loads(snapshot.read_text())["stacks"]] == ["api-dev"]
+    assert saved_names(shared.state, region) == ["api-dev"]
 
 
 def test_parallel_callers_start_one_server(state_dir: Path) -> None:
@@ -247,12 +314,11 @@ def test_parallel_callers_start_one_server(state_dir: Path) -> None:
     assert len(server_pids(state_dir)) == 1
 
 
-def test_parallel_requests_are_served(state_dir: Path) -> None:
-    url = ensure_endpoint(state_dir)
+def test_parallel_requests_are_served(shared: Endpoint, region: str) -> None:
     errors: list[BaseException] = []
 
     def work(worker: int) -> None:
-        client = cloudformation(url)
+        client = shared.client(region=region)
         try:
             for call in range(20):
                 if call % 5 == 0:
@@ -268,7 +334,7 @@ def test_parallel_requests_are_served(state_dir: Path) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    assert endpoint_status(state_dir).stacks == 16 * 4
+    assert len(saved_names(shared.state, region)) == 16 * 4
 
 
 def test_idle_stop(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,7 +359,7 @@ def test_bad_idle_timeout_is_a_user_error(state_dir: Path, monkeypatch: pytest.M
 
 def test_cli_status_and_stop(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = ensure_endpoint(state_dir)
-    cloudformation(url).create_stack(StackName="api-dev", TemplateBody=EXPORTER)
+    cloudformation(url, state_dir).create_stack(StackName="api-dev", TemplateBody=EXPORTER)
 
     assert main(["--state-dir", str(state_dir), "status"]) == 0
     assert re.fullmatch(
@@ -338,5 +404,35 @@ def test_missing_moto_is_one_line(tmp_path: Path) -> None:
         check=False,
     )
     assert run.returncode == 1
-    assert run.stderr == "local endpoint needs moto's server: pip install 'moto[server]'\n"
+    assert run.stderr == "local endpoint needs moto's server: pip install 'moto[server]>=5.2.5,<5.3'\n"
     assert not (tmp_path / ".phasedoit" / "local" / "server.log").exists()
+
+
+def test_moto_outside_the_tested_versions_is_one_line(tmp_path: Path) -> None:
+    """moto 5.2.1 installed (it lacks what the server imports): one line before any start, not a crash."""
+    older = tmp_path / "older"
+    (older / "moto-5.2.1.dist-info").mkdir(parents=True)
+    (older / "moto-5.2.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: moto\nVersion: 5.2.1\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", MISSING_MOTO],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(older), str(REPO)])},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (run.returncode, run.stderr) == (
+        1,
+        "local endpoint needs moto[server]>=5.2.5,<5.3, not moto 5.2.1: pip install 'moto[server]>=5.2.5,<5.3'\n",
+    )
+    assert not (tmp_path / ".phasedoit" / "local" / "server.log").exists()
+
+
+def test_the_bound_is_what_pyproject_installs() -> None:
+    from phasedoit.local import MOTO_REQUIREMENT
+
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'local = ["{MOTO_REQUIREMENT}", "cryptography>=35"]' in pyproject
+    assert f'    "{MOTO_REQUIREMENT}",' in pyproject
