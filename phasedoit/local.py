@@ -49,6 +49,7 @@ DEFAULT_REGION = "us-east-1"
 START_TIMEOUT = 120.0  # generous: restoring hundreds of stacks takes seconds
 STOP_TIMEOUT = 10.0
 HEALTH_PATH = "/__phasedoit__/health"
+TYPES_PATH = "/__phasedoit__/types"
 TOKEN_HEADER = "X-Phasedoit-Token"  # noqa: S105 - a header name, not a secret
 SERVER_NAME = "phasedoit-local"
 SNAPSHOT_VERSION = 1
@@ -295,16 +296,21 @@ def _health(record: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | No
     """The server's own answer if the recorded process is alive and is the one answering."""
     if not _pid_alive(int(record.get("pid", 0))):
         return None
-    try:
-        url, token = f"{record['url']}{HEALTH_PATH}", str(record.get("token", ""))
-        request = urllib.request.Request(url, headers={TOKEN_HEADER: token})  # noqa: S310 - our http URL
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our http URL
-            answer = json.loads(response.read())
-    except (OSError, ValueError):
-        return None
+    answer = _ask(record, HEALTH_PATH, timeout)
     if not isinstance(answer, dict) or answer.get("server") != SERVER_NAME:
         return None
     return answer if answer.get("pid") == record["pid"] else None
+
+
+def _ask(record: dict[str, Any], path: str, timeout: float = 10.0) -> Any:
+    """The JSON answer of one of the server's own paths (they need the token of its record), or None."""
+    try:
+        url, token = f"{record['url']}{path}", str(record.get("token", ""))
+        request = urllib.request.Request(url, headers={TOKEN_HEADER: token})  # noqa: S310 - our http URL
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our http URL
+            return json.loads(response.read())
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _live_url(paths: Paths) -> str | None:
@@ -455,6 +461,11 @@ def _modelled_types(paths: Paths) -> frozenset[str]:
         return frozenset(cached["types"])
     _require_moto()
     _prepare(paths)
+    record = read_json(paths.endpoint)
+    answer = _ask(record, TYPES_PATH) if record is not None and _health(record) is not None else None
+    if isinstance(answer, dict) and answer.get("moto") == version and isinstance(answer.get("types"), list):
+        write_json(paths.moto_types, answer)  # the running server has moto loaded: no subprocess
+        return frozenset(answer["types"])
     argv, env = _server_argv(paths, "types")
     run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=START_TIMEOUT, check=False)
     if run.returncode != 0:
@@ -463,14 +474,18 @@ def _modelled_types(paths: Paths) -> frozenset[str]:
     return frozenset(json.loads(run.stdout))
 
 
-def _write_moto_types(paths: Paths) -> list[str]:
-    """In a process that may import moto: its map of modelled types, cached for doit's processes."""
+def moto_types() -> dict[str, Any]:
+    """In a process that may import moto: the resource types it models, and its version."""
     from moto.cloudformation.parsing import NULL_MODELS, get_model_map
 
-    types = sorted({*get_model_map(), *NULL_MODELS})
+    return {"moto": importlib.metadata.version("moto"), "types": sorted({*get_model_map(), *NULL_MODELS})}
+
+
+def _write_moto_types(paths: Paths) -> list[str]:
+    found = moto_types()
     private_dir(paths.dir)
-    write_json(paths.moto_types, {"moto": importlib.metadata.version("moto"), "types": types})
-    return types
+    write_json(paths.moto_types, found)
+    return list(found["types"])
 
 
 # ---------------------------------------------------------------------------------------------- CLI

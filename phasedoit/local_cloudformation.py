@@ -19,6 +19,7 @@ Runs in the server process; the stacks are moto's objects.
 
 from __future__ import annotations
 
+import copy
 import html
 import io
 import re
@@ -229,11 +230,15 @@ def update_stack(call: Call, forward: Forward) -> Answer:
         return ok("UpdateStack", f"<StackId>{escape(stack.stack_id)}</StackId>")
     saved = Saved.of(stack)
     before = {name: backend.exports[name].value for name in in_use}
+    if body is not None:
+        spare_unchanged(stack, body)
     try:
         answer = forward(call)
     except Crash as crash:
         roll_back(stack, saved, f"the local endpoint (moto) failed: {moto_error_text(crash.error)}")
         raise
+    finally:
+        _restore_properties(stack)
     if answer.ok:
         reason = _export_conflict(backend, stack, in_use, before)
         sync_exports()
@@ -321,6 +326,35 @@ def _export_conflict(
     return None
 
 
+def spare_unchanged(stack: Any, body: str) -> None:
+    """Keep moto from replacing the resources an update leaves as they were.
+
+    moto replaces every resource whose stored definition differs from the new one, and it stores them
+    with an added `"Properties": {}`: a resource declared without Properties (a plain SNS topic) got a
+    new physical id, hence a new export value, at every update. Its stored definitions are set to the
+    new ones where the definitions as sent are equal.
+    """
+    stored = getattr(stack.resource_map, "_resource_json_map", None)
+    try:
+        sent = stack.parse_template(stack.template).get("Resources", {})
+        new = stack.parse_template(body).get("Resources", {})
+    except Exception:  # moto reads them itself, and says what is wrong
+        return
+    if not (isinstance(stored, dict) and isinstance(sent, dict) and isinstance(new, dict)):
+        return
+    for name, definition in new.items():
+        if name in stored and sent.get(name) == definition:
+            stored[name] = copy.deepcopy(definition)
+
+
+def _restore_properties(stack: Any) -> None:
+    """moto's own invariant after a create, which its deletes rely on: every definition has Properties."""
+    stored = getattr(stack.resource_map, "_resource_json_map", None)
+    for definition in (stored or {}).values():
+        if isinstance(definition, dict):
+            definition.setdefault("Properties", {})
+
+
 def roll_back(stack: Any, saved: Saved, reason: str) -> None:
     """Put the stack back as it was before the update, as CloudFormation's rollback does."""
     if stack.events and stack.events[-1].resource_status == "UPDATE_COMPLETE":
@@ -328,9 +362,13 @@ def roll_back(stack: Any, saved: Saved, reason: str) -> None:
     _event(stack, "UPDATE_ROLLBACK_IN_PROGRESS", reason)
     try:
         if stack.template != saved.template or stack.parameters != saved.parameters:
+            spare_unchanged(stack, saved.template)
             stack.template = saved.template
             stack._parse_template()
-            stack.resource_map.update(stack.template_dict, saved.parameters)
+            try:
+                stack.resource_map.update(stack.template_dict, saved.parameters)
+            finally:
+                _restore_properties(stack)
             stack.output_map = stack._create_output_map()
         stack.parameters, stack.tags, stack.role_arn = saved.parameters, saved.tags, saved.role_arn
         stack.outputs  # noqa: B018 - computed on access: raises if the old outputs cannot be had again
@@ -392,8 +430,9 @@ def _finish_failed_delete(backend: Any, stack: Any, why: str) -> None:
         if resource is not None and not isinstance(resource, str)
     ]
     reason = (
-        f"moto could not delete {', '.join(left) or 'a resource'} ({why}): the stack is deleted, its exports"
-        " are released, and what moto kept stays in its memory until the local endpoint restarts"
+        f"moto could not delete {', '.join(left) or 'a resource'}: {why.rstrip('.')}. The stack is deleted"
+        " all the same, its exports are released, and what moto kept stays in its memory until the local"
+        " endpoint restarts"
     )
     _event(stack, "DELETE_COMPLETE", reason)
     stack.status = "DELETE_COMPLETE"

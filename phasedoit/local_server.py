@@ -30,10 +30,12 @@ from phasedoit.local import (
     HEALTH_PATH,
     HOST,
     SERVER_NAME,
+    TYPES_PATH,
     Credentials,
     Paths,
     credentials,
     local_paths,
+    moto_types,
     remove_record,
 )
 from phasedoit.local_auth import MOTO_API, Refusal, error_response, signing_service, verify
@@ -106,8 +108,8 @@ class Gate:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         self.last_request = time.monotonic()
         path = str(environ.get("PATH_INFO", ""))
-        if path == HEALTH_PATH:
-            return self._health(environ, start_response)
+        if path in (HEALTH_PATH, TYPES_PATH):
+            return self._own_path(environ, start_response, path)
         if path == "/moto-api" or path.startswith("/moto-api/"):
             return self._refuse(environ, start_response, MOTO_API)
         body = _read_body(environ)
@@ -205,26 +207,29 @@ class Gate:
         start_response(status, headers)
         return [body]
 
-    def _health(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    def _own_path(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> list[bytes]:
+        """phasedoit's own questions: they need the token of the endpoint's record (0600)."""
         given = str(environ.get("HTTP_X_PHASEDOIT_TOKEN", ""))
         if not hmac.compare_digest(given.encode(), self.token.encode()):
-            refusal = Refusal("AccessDenied", "the health check needs the token of the endpoint's record")
+            refusal = Refusal("AccessDenied", f"{path} needs the token of the endpoint's record")
             return self._refuse(environ, start_response, refusal)
         if self.stopping:
-            body = b"local endpoint is stopping"
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [body]
+            return [b"local endpoint is stopping"]
+        answer = self._health() if path == HEALTH_PATH else moto_types()
+        body = json.dumps(answer).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _health(self) -> dict[str, Any]:
         notice = self.snapshots.notice()
-        answer = {
+        return {
             "server": SERVER_NAME,
             "pid": os.getpid(),
             "started": self.started,
             "stacks": self.snapshots.count,
             "notices": [notice] if notice else [],
         }
-        body = json.dumps(answer).encode()
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
 
     def idle_for(self) -> float:
         return time.monotonic() - self.last_request

@@ -111,7 +111,8 @@ class Endpoint:
 def signed_client(url: str, state: Path, service: str = "cloudformation", region: str = "us-east-1") -> Any:
     # a session of its own: clients are created from several threads at once
     key, secret = credentials(state)
-    return boto3.session.Session().client(
+    session: Any = boto3.session.Session()  # any service: the stubs' overloads want a literal name
+    return session.client(
         service, endpoint_url=url, aws_access_key_id=key, aws_secret_access_key=secret, region_name=region
     )
 
@@ -131,9 +132,13 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     yield from started(tmp_path_factory.mktemp("shared") / ".phasedoit")
 
 
+def next_region() -> str:
+    return next(_REGIONS)
+
+
 @pytest.fixture
 def region() -> str:
-    return next(_REGIONS)
+    return next_region()
 
 
 def server_pids(state_dir: Path) -> list[int]:

@@ -49,7 +49,8 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
 
 
 def client_with(endpoint: Endpoint, key: str, secret: str, service: str = "cloudformation") -> Any:
-    return boto3.session.Session().client(
+    session: Any = boto3.session.Session()  # any service: the stubs' overloads want a literal name
+    return session.client(
         service,
         endpoint_url=endpoint.url,
         aws_access_key_id=key,
@@ -210,7 +211,7 @@ def signed(
     """The headers botocore's signer gives this request, signed at `at` (now by default)."""
     key, secret = credentials(endpoint.state)
     signer_class = botocore.auth.S3SigV4Auth if service == "s3" else botocore.auth.SigV4Auth
-    signer = signer_class(botocore.credentials.Credentials(key, secret), service, "us-east-1")
+    signer: Any = signer_class(botocore.credentials.Credentials(key, secret), service, "us-east-1")
     request = AWSRequest(method=method, url=f"{endpoint.url}{path}", data=body, headers=headers)
     if at is None:
         signer.add_auth(request)
