@@ -128,8 +128,24 @@ TEMPLATE_REWRITERS: list[Callable[[str, Call], str]] = []
 def handle(call: Call, forward: Forward) -> Answer:
     """The answer to a CloudFormation request: moto's, or the gate's where moto's is wrong."""
     rewrite_template(call)
+    if not is_read(call.action):
+        link_exports(call.backend())
     handler = HANDLERS.get(call.action)
     return forward(call) if handler is None else handler(call, forward)
+
+
+def link_exports(backend: Any) -> None:
+    """Let every stack import from the region's registry of exports.
+
+    moto hands a new stack the registry, or a new empty dict of its own when the registry is empty
+    (`exports or {}`): a stack created before any export existed never finds one at its updates
+    ("No export named ... found").
+    """
+    for stack in list(backend.stacks.values()):
+        stack.cross_stack_resources = backend.exports
+        resource_map = getattr(stack, "resource_map", None)
+        if resource_map is not None:
+            resource_map.cross_stack_resources = backend.exports
 
 
 def rewrite_template(call: Call) -> None:

@@ -9,6 +9,7 @@ import contextlib
 import datetime
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ def open_private(path: Path, flags: int) -> int:
     """A file descriptor of `path`, created 0600; a file an older phasedoit left 0644 is made 0600."""
     fd = os.open(path, flags | os.O_CLOEXEC, FILE_MODE)
     try:
-        if os.fstat(fd).st_mode & 0o777 != FILE_MODE:
+        found = os.fstat(fd).st_mode
+        if stat.S_ISREG(found) and stat.S_IMODE(found) != FILE_MODE:
             os.fchmod(fd, FILE_MODE)
     except OSError:
         os.close(fd)

@@ -213,6 +213,10 @@ class Snapshots:
         if failed:
             kept = {"version": SNAPSHOT_VERSION, "stacks": failed}
             self.unrestored = json.dumps(kept, sort_keys=True).encode()
+        for backend in all_backends():  # listed in creation order again, as before the restart
+            ordered = sorted(backend.stacks.items(), key=lambda item: item[1].creation_time)
+            backend.stacks.clear()
+            backend.stacks.update(ordered)
         fresh_seed()
         self.save()
         return self.count
