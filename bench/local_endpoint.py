@@ -19,7 +19,7 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from phasedoit.local import endpoint_status, ensure_endpoint, stop_endpoint
+from phasedoit.local import credentials, endpoint_status, ensure_endpoint, stop_endpoint
 
 EXPORTER = """
 Resources:
@@ -49,12 +49,13 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def cloudformation(url: str) -> Any:
+def cloudformation(url: str, state: Path) -> Any:
+    key, secret = credentials(state)  # the endpoint answers only requests signed with its own
     return boto3.client(
         "cloudformation",
         endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         region_name="us-east-1",
     )
 
@@ -76,8 +77,8 @@ def warm_reuse(root: Path) -> float:
     return statistics.median(times)
 
 
-def deploy_stacks(url: str, count: int) -> None:
-    client = cloudformation(url)
+def deploy_stacks(url: str, state: Path, count: int) -> None:
+    client = cloudformation(url, state)
     exporters = [f"api{index}-dev" for index in range(count // 5)]
     for name in exporters:
         client.create_stack(StackName=name, TemplateBody=EXPORTER.format(name=name))
@@ -89,7 +90,7 @@ def deploy_stacks(url: str, count: int) -> None:
 def restart_with_stacks(root: Path, count: int) -> tuple[float, float, int]:
     """Median restart time, stop time, and saved state size, with `count` stacks to restore."""
     state = root / "restart"
-    deploy_stacks(ensure_endpoint(state), count)
+    deploy_stacks(ensure_endpoint(state), state, count)
     restarts, stops = [], []
     for _ in range(3):
         stops.append(timed(lambda: stop_endpoint(state)))
