@@ -21,6 +21,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -44,7 +45,8 @@ from phasedoit.local_exports import discard_stacks
 from phasedoit.local_files import private_dir, secure_files, write_json
 from phasedoit.local_snapshot import Snapshots, moto_error_text
 
-WARM_KEY = "PDLKWARMUPWARMUPWARM"  # the warm-up call goes to moto directly, not through the gate
+WARM_KEY = "PDLKWARMUPWARMUPWARM"
+DONE_KEPT = 1000  # the warm-up call goes to moto directly, not through the gate
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -104,6 +106,8 @@ class Gate:
         self.last_request = time.monotonic()
         self.started = time.time()
         self.stopping = False
+        # the answers to requests that carried a ClientRequestToken, for their retries
+        self.done: OrderedDict[tuple[str | None, ...], Answer] = OrderedDict()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         self.last_request = time.monotonic()
@@ -133,10 +137,18 @@ class Gate:
             except Crash as crash:
                 answer = self._crash_answer(environ, None, crash)
         else:
+            token = call.get("ClientRequestToken")
+            done = (call.account, call.region, call.action, call.get("StackName"), token)
+            if token and done in self.done:
+                return self.done[done]  # a retry of what was done: CloudFormation does it once
             try:
                 answer = self._create(call) if call.action == "CreateStack" else handle(call, self._forward)
             except Crash as crash:
                 answer = self._crash_answer(environ, call, crash)
+            if token and answer.ok:
+                self.done[done] = answer
+                while len(self.done) > DONE_KEPT:
+                    self.done.popitem(last=False)
         if (call is not None and not is_read(call.action)) or self.snapshots.save_error is not None:
             # also after a refused request: moto may have left a stack behind anyway; and after any
             # request while the last save failed, so that the state is saved as soon as it can be

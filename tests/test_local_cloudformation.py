@@ -171,6 +171,21 @@ def test_tags_alone_are_updated_and_no_change_is_no_update(endpoint: Endpoint, r
     assert client.describe_stacks(StackName="t-dev")["Stacks"][0]["Tags"] == []
 
 
+def test_a_retry_with_the_same_token_is_done_once(endpoint: Endpoint, region: str) -> None:
+    client = endpoint.client(region=region)
+    first = client.create_stack(StackName="once-dev", TemplateBody=TOPIC, ClientRequestToken="create-1")
+    again = client.create_stack(StackName="once-dev", TemplateBody=TOPIC, ClientRequestToken="create-1")
+    assert again["StackId"] == first["StackId"]  # not AlreadyExistsException
+    assert client_error(
+        client.create_stack, StackName="once-dev", TemplateBody=TOPIC, ClientRequestToken="create-2"
+    ) == (
+        400,
+        "AlreadyExistsException",
+        "Stack once-dev already exists",
+    )
+    assert [stack["StackName"] for stack in client.describe_stacks()["Stacks"]] == ["once-dev"]
+
+
 def test_termination_protection_refuses_a_delete(endpoint: Endpoint, region: str) -> None:
     client = endpoint.client(region=region)
     client.create_stack(StackName="kept-dev", TemplateBody=TOPIC, EnableTerminationProtection=True)
