@@ -230,7 +230,9 @@ def test_listens_on_loopback_only(shared: Endpoint) -> None:
     assert listening == ["0100007F"]  # 127.0.0.1, little-endian; nothing on 0.0.0.0 or ::
 
 
-def test_restart_restores_stacks_and_exports(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_restart_restores_stacks_and_exports_status_and_stop(
+    state_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = ensure_endpoint(state_dir)
     client = cloudformation(url, state_dir)
     client.create_stack(StackName="api-dev", TemplateBody=EXPORTER, Tags=[{"Key": "app", "Value": "shop"}])
@@ -245,12 +247,30 @@ def test_restart_restores_stacks_and_exports(state_dir: Path, capsys: pytest.Cap
     ]
     assert [export["Name"] for export in before[1]] == ["dev-PurchasedTopicArn"]
 
-    assert stop_endpoint(state_dir) is True
+    capsys.readouterr()
+    assert main(["--state-dir", str(state_dir), "status"]) == 0
+    assert re.fullmatch(
+        rf"local endpoint: running at {url} \(pid \d+\), up \d+s, 2 stacks, saved state [\d.]+ KiB\n",
+        capsys.readouterr().out,
+    )
+    assert cli.main(["local", "stop", "--state-dir", str(state_dir)]) == 0
+    assert capsys.readouterr().out == "local endpoint: stopped\n"
+    assert cli.main(["local", "stop", "--state-dir", str(state_dir)]) == 0
+    assert capsys.readouterr().out == "local endpoint: not running\n"
     status = endpoint_status(state_dir)
     assert (status.running, status.stacks) == (False, 2)
     assert status.saved_bytes == local_paths(state_dir).snapshot.stat().st_size
+    run = subprocess.run(
+        [sys.executable, "-m", "phasedoit.local", "status"],
+        cwd=state_dir.parent,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    size = f"{status.saved_bytes / 1024:.1f} KiB"
+    assert run.stdout == f"local endpoint: not running (saved state: 2 stacks, {size})\n"
 
-    capsys.readouterr()
     url = ensure_endpoint(state_dir)
     # one line, and nothing to report about the saved state
     assert (
@@ -360,31 +380,6 @@ def test_bad_idle_timeout_is_a_user_error(state_dir: Path, monkeypatch: pytest.M
     with pytest.raises(PhasedoitError) as error:
         ensure_endpoint(state_dir)
     assert str(error.value) == "PHASEDOIT_LOCAL_IDLE_TIMEOUT: expected a number of seconds, got 'soon'"
-
-
-def test_cli_status_and_stop(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = ensure_endpoint(state_dir)
-    cloudformation(url, state_dir).create_stack(StackName="api-dev", TemplateBody=EXPORTER)
-
-    assert main(["--state-dir", str(state_dir), "status"]) == 0
-    assert re.fullmatch(
-        rf"local endpoint: running at {url} \(pid \d+\), up \d+s, 1 stack, saved state \d+ B\n",
-        capsys.readouterr().out,
-    )
-    assert cli.main(["local", "stop", "--state-dir", str(state_dir)]) == 0
-    assert capsys.readouterr().out == "local endpoint: stopped\n"
-    assert cli.main(["local", "stop", "--state-dir", str(state_dir)]) == 0
-    assert capsys.readouterr().out == "local endpoint: not running\n"
-
-    run = subprocess.run(
-        [sys.executable, "-m", "phasedoit.local", "status"],
-        cwd=state_dir.parent,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert re.fullmatch(r"local endpoint: not running \(saved state: 1 stack, \d+ B\)\n", run.stdout)
 
 
 MISSING_MOTO = """
