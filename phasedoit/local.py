@@ -387,7 +387,9 @@ def idle_timeout_from_env() -> float:
 
 
 def _server_argv(paths: Paths, command: str) -> tuple[list[str], dict[str, str]]:
-    argv = [sys.executable, "-m", "phasedoit.local", command, "--state-dir", str(paths.dir.parent)]
+    # `serve` is local_server's own entry: this module never imports the server (nor moto)
+    module = "phasedoit.local_server" if command == "serve" else "phasedoit.local"
+    argv = [sys.executable, "-m", module, command, "--state-dir", str(paths.dir.parent)]
     env = dict(os.environ)
     # the server must import this very package, installed or not, whatever the working directory
     package_root = str(Path(__file__).resolve().parent.parent)
@@ -505,10 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     env.add_argument(
         "--region", default=DEFAULT_REGION, help=f"AWS_REGION to print (default {DEFAULT_REGION})"
     )
-    serve_parser = commands.add_parser("serve", help="run the server in the foreground (used internally)")
-    serve_parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT)
     types = commands.add_parser("types", help="print the resource types moto models (used internally)")
-    for command in (status, stop, env, serve_parser, types):  # accepted after the subcommand too
+    for command in (status, stop, env, types):  # accepted after the subcommand too
         command.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -519,12 +519,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    if args.command == "serve":
-        # the environment beats the flag, so that tests can shorten it for servers started for them
-        timeout = idle_timeout_from_env() if IDLE_TIMEOUT_ENV in os.environ else args.idle_timeout
-        from phasedoit import local_server  # moto, only in the server's own process
-
-        return local_server.serve(args.state_dir, timeout)
     if args.command == "types":
         print(json.dumps(_write_moto_types(local_paths(args.state_dir))))
         return 0

