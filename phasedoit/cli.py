@@ -2,8 +2,8 @@
 
 phasedoit graph [--stage STAGE] [--format dot|mermaid] [--app DIR]
     print the app's dependency graph: a cluster per phase, an arrow exporter -> importer per export
-phasedoit local status | stop
-    the embedded local CloudFormation endpoint
+phasedoit local status | stop | env
+    the embedded local CloudFormation endpoint; `env` prints the variables that point the AWS CLI at it
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
-        "local", help="the embedded local CloudFormation endpoint: status | stop", add_help=False
+        "local", help="the embedded local CloudFormation endpoint: status | stop | env", add_help=False
     )
     drawing = commands.add_parser(
         "graph",

@@ -30,6 +30,11 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
     except PhasedoitError as e:
         sys.exit(str(e))
     (root / STATE_DIR).mkdir(exist_ok=True)
+    if plan.target.local:
+        from phasedoit import local
+
+        for notice in local.notices(Path(plan.target.local)):  # its saved state: set aside, not restored
+            print(notice, file=sys.stderr)
     # doit saves its state at the end of a run, and on Ctrl-C but not on SIGTERM: make them alike
     signal.signal(signal.SIGTERM, _interrupt)
     return {
