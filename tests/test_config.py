@@ -153,7 +153,7 @@ stages:
         ),
         (
             "app: shop\nphases: [[users-api]]\nservices: {users-api: {parameters: {A: {b: 1}}}}\n",
-            "phases.yml: services.users-api.parameters.A: expected a string, number or boolean, got {'b': 1}",
+            "phases.yml: services.users-api.parameters.A: expected a string, number or boolean, got {'b': '1'}",
         ),
         (
             "app: shop\nphases: [[users-api]]\nservices: {users-api: {capabilities: [IAM]}}\n",
