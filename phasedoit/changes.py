@@ -164,7 +164,9 @@ def watched_hashes(watched: Iterable[Watched]) -> dict[str, str]:
         if path.is_file():
             hashes[entry.prefix] = hashlib.sha256(path.read_bytes()).hexdigest()
             continue
-        found = file_hashes(path, DEFAULT_EXCLUDE + entry.exclude)
+        found = file_hashes(
+            path, DEFAULT_EXCLUDE + entry.exclude, root=Path(entry.root) if entry.root else None
+        )
         hashes |= {f"{entry.prefix}{name}": value for name, value in found.items()}
     return hashes
 

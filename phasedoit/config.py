@@ -71,6 +71,12 @@ def check_placeholders(value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _brief(value: Any, limit: int = 60) -> str:
+    """A value as a message shows it: a whole mapping of services is no help on one line."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[: limit - 3]}..."
+
+
 def _text(value: Any) -> str:
     # phases.yml keeps tags' and parameters' plain scalars as written (`_aws_text`); `512` and `true` may
     # still come as numbers and booleans from elsewhere, and CloudFormation wants their text
@@ -78,7 +84,7 @@ def _text(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, (str, int, float)):
         return str(value)
-    raise ValueError(f"expected a string, number or boolean, got {value!r}")
+    raise ValueError(f"expected a string, number or boolean, got {_brief(value)}")
 
 
 def _parameter_value(value: Any) -> str:
@@ -299,7 +305,7 @@ def _message(error: Any) -> str:
         return _MESSAGES[kind]
     if kind == "value_error":
         return str(error["ctx"]["error"])
-    got = _shown_input(error["input"])
+    got = _brief(error["input"])
     if kind in ("model_type", "dict_type"):
         if len(error["loc"]) == 2 and error["loc"][0] == "phases":
             return f"expected a list of services or a mapping with 'services', got {got}"
@@ -307,12 +313,6 @@ def _message(error: Any) -> str:
     if kind == "literal_error":
         return f"expected {error['ctx']['expected']}, got {got}"
     return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {got}"
-
-
-def _shown_input(value: Any, limit: int = 60) -> str:
-    """A value as written in a message: a whole mapping of services is no help on one line."""
-    shown = repr(value)
-    return shown if len(shown) <= limit else f"{shown[: limit - 3]}..."
 
 
 def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, list[str]]:

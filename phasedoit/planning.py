@@ -148,7 +148,12 @@ def _check_stack_names(rendered: Mapping[str, Any]) -> None:
 def _watched(app: App, paths: list[str]) -> tuple[Watched, ...]:
     """`watch:` paths, from the app folder: shared code (`libs/`) that a service's deploy includes."""
     return tuple(
-        Watched(str(app.root / path), path if (app.root / path).is_file() else f"{path.rstrip('/')}/", ())
+        Watched(
+            str(app.root / path),
+            path if (app.root / path).is_file() else f"{path.rstrip('/')}/",
+            (),
+            str(app.root),
+        )
         for path in paths
     )
 

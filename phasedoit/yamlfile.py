@@ -159,15 +159,7 @@ if _FastCloudFormationLoader is not None:
 
 def read_text(path: Path, shown: str) -> str:
     """The text of a regular file of at most MAX_BYTES; a FIFO or a device is refused before it is read."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        with open(os.open(path, flags), "rb") as file:
-            kind = _kind(os.fstat(file.fileno()).st_mode)
-            if kind:
-                raise PhasedoitError(f"{shown}: is not a regular file ({kind})")
-            data = file.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise PhasedoitError(f"{shown}: cannot read: {e.strerror}") from None
+    data = _read_bytes(path, shown)
     if len(data) > MAX_BYTES:
         megabytes = MAX_BYTES // 2**20
         raise PhasedoitError(f"{shown}: is larger than {megabytes} MB, the most phasedoit reads")
@@ -177,6 +169,33 @@ def read_text(path: Path, shown: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise PhasedoitError(f"{shown}: is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def _read_bytes(path: Path, shown: str) -> bytes:
+    """Up to MAX_BYTES + 1 bytes of a regular file (non-blocking: opening a FIFO would wait for a writer)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        try:
+            kind = _kind(os.fstat(fd).st_mode)
+            if kind is None:
+                return _read_up_to(fd, MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise PhasedoitError(f"{shown}: cannot read: {e.strerror}") from None
+    raise PhasedoitError(f"{shown}: is not a regular file ({kind})")
+
+
+def _read_up_to(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, min(1 << 20, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _kind(mode: int) -> str | None:
