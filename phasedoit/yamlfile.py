@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from phasedoit import jsonfile
 from phasedoit.errors import PhasedoitError
 
 MAX_BYTES = 4 * 1024 * 1024  # a CloudFormation template is at most 1 MB, even from S3
@@ -226,7 +226,7 @@ def load(
     """
     text = read_text(path, shown)
     if path.suffix == ".json":
-        return _load_json(text, shown)
+        return jsonfile.parse(text, shown, MAX_DEPTH)
     if cloudformation and _FastCloudFormationLoader is not None:
         try:
             return _load_yaml(text, _FastCloudFormationLoader, text_at)
@@ -240,7 +240,7 @@ def load(
         raise PhasedoitError(f"{shown}: {where}{_one_line(e.problem or e.context or '')}") from None
     except yaml.reader.ReaderError as e:
         raise PhasedoitError(
-            f"{shown}: {_line_column(text, e.position)}: control character #x{e.character:04x}"
+            f"{shown}: {jsonfile.line_column(text, e.position)}: control character #x{e.character:04x}"
             " is not allowed in YAML"
         ) from None
     except yaml.YAMLError as e:
@@ -367,105 +367,3 @@ def _key_text(loader: yaml.SafeLoader | yaml.CSafeLoader, key: Node) -> str:
         return key.value  # type: ignore[no-any-return]
     value = loader.construct_object(key)
     return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-class _JsonProblem(Exception):
-    """Raised from json's hooks: what is wrong; `_json_problem` finds where."""
-
-
-def _load_json(text: str, shown: str) -> Any:
-    try:
-        data = json.loads(
-            text, parse_constant=_not_json, parse_float=_finite_json_float, object_pairs_hook=_unique_pairs
-        )
-    except json.JSONDecodeError as e:
-        raise PhasedoitError(f"{shown}: line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except RecursionError:
-        raise PhasedoitError(f"{shown}: {_json_problem(text) or _TOO_DEEP}") from None
-    except _JsonProblem as e:
-        raise PhasedoitError(f"{shown}: {_json_problem(text) or e}") from None
-    if _height(data) > MAX_DEPTH:
-        raise PhasedoitError(f"{shown}: {_json_problem(text) or _TOO_DEEP}")
-    return data
-
-
-def _not_json(constant: str) -> Any:
-    raise _JsonProblem(f"{constant} is not valid JSON")
-
-
-def _finite_json_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _JsonProblem(f"{text} is not a finite number")
-    return value
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    mapping = dict(pairs)
-    if len(mapping) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _JsonProblem(f"duplicate key {key!r}")
-            seen.add(key)
-    return mapping
-
-
-def _height(data: Any) -> int:
-    """How deep lists and dicts nest in `data`, without recursing."""
-    deepest = 0
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
-        if children is not None:
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH:
-                break
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:]|-?(?:NaN|Infinity)|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?')
-
-
-def _json_problem(text: str) -> str | None:
-    """`line L, column C: what` of the first nesting, constant or duplicate key json's hooks refused.
-
-    Only called on a document json read up to that problem, so its tokens before it are well formed.
-    """
-    containers: list[dict[str, int] | None] = []  # per open bracket: an object's keys and their offsets
-    string: re.Match[str] | None = None  # the string token just before, a key if ':' follows
-    for token in _JSON_TOKEN.finditer(text):
-        value = token.group()
-        if value in ("{", "["):
-            containers.append({} if value == "{" else None)
-            if len(containers) > MAX_DEPTH:
-                return f"{_line_column(text, token.start())}: {_TOO_DEEP}"
-        elif value in ("}", "]"):
-            if containers:
-                containers.pop()
-        elif value == ":":
-            keys = containers[-1] if containers else None
-            if string is not None and keys is not None:
-                name = json.loads(string.group())
-                if name in keys:
-                    first = text.count("\n", 0, keys[name]) + 1
-                    where = _line_column(text, string.start())
-                    return f"{where}: duplicate key {name!r} (first at line {first})"
-                keys[name] = string.start()
-        elif value.startswith('"'):
-            string = token
-            continue
-        elif value.lstrip("-") in ("NaN", "Infinity"):
-            return f"{_line_column(text, token.start())}: {value} is not valid JSON"
-        elif not math.isfinite(float(value)):
-            return f"{_line_column(text, token.start())}: {value} is not a finite number"
-        string = None
-    return None
-
-
-def _line_column(text: str, offset: int) -> str:
-    line = text.count("\n", 0, offset) + 1
-    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-    return f"line {line}, column {column}"
