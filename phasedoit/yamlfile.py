@@ -289,14 +289,15 @@ def _bound(root: Node) -> list[MappingNode]:
     measured: dict[int, tuple[int, int]] = {}  # id(collection) -> (nodes once expanded, nested collections)
     on_path: set[int] = set()
     mappings: list[MappingNode] = []
-    stack: list[tuple[Node, bool]] = [(root, False)] if not isinstance(root, ScalarNode) else []
+    # (a collection, None) before its children are measured; (it, its collections, its scalars) after
+    stack: list[tuple[Node, list[Node] | None, int]] = [] if type(root) is ScalarNode else [(root, None, 0)]
     while stack:
-        node, children_done = stack.pop()
+        node, collections, scalars = stack.pop()
         key = id(node)
-        if children_done:
-            size, height = 1, 0
-            for child in _children(node):
-                child_size, child_height = measured.get(id(child), _SCALAR)
+        if collections is not None:
+            size, height = 1 + scalars, 0
+            for child in collections:
+                child_size, child_height = measured[id(child)]
                 size, height = size + child_size, max(height, child_height)
             if size > MAX_VALUES:
                 raise _Refused(
@@ -308,10 +309,12 @@ def _bound(root: Node) -> list[MappingNode]:
             raise _Refused("holds an alias to itself", node.start_mark)
         elif key not in measured:
             on_path.add(key)
-            if isinstance(node, MappingNode):
+            if type(node) is MappingNode:
                 mappings.append(node)
-            stack.append((node, True))
-            stack.extend((c, False) for c in reversed(_children(node)) if not isinstance(c, ScalarNode))
+            children = _children(node)
+            collections = [child for child in children if type(child) is not ScalarNode]
+            stack.append((node, collections, len(children) - len(collections)))
+            stack.extend((child, None, 0) for child in reversed(collections))
     if measured.get(id(root), _SCALAR)[1] > MAX_DEPTH:
         raise _Refused(_TOO_DEEP, _too_deep(root, measured).start_mark)
     return mappings
