@@ -407,8 +407,6 @@ def _find_service(root: Path, name: str, settings: ServiceSettings, where: str) 
         return _given_template(root, Service(name, folder, folder / settings.template, settings), shown)
     for candidate in DEFINITION_NAMES:
         if _present(folder / candidate):
-            if _outside(root, folder / candidate):
-                return f"{where}: {shown}/{candidate} is outside the app folder"
             return _checked(root, Service(name, folder, folder / candidate, settings), shown)
     return (
         f"{where}: service {name!r} has no template in {shown}"
@@ -426,8 +424,8 @@ def _given_template(root: Path, service: Service, shown: str) -> Service | str:
 
 
 def _outside(root: Path, path: Path) -> bool:
-    """Is `path`, once its symlinks are followed, outside the app folder? phasedoit reads nothing there."""
-    return not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+    """Does `path`, as written (`/dev`, `../x`), lead out of the app folder? A symlink in it is the user's."""
+    return not Path(os.path.normpath(path)).is_relative_to(os.path.normpath(root))
 
 
 def _present(path: Path) -> bool:

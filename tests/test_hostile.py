@@ -136,12 +136,13 @@ CASES = [
     Case("path /dev", {"phases.yml": PHASES + "services: {api: {path: /dev}}\n"}, "phases.yml: services.api.path: /dev is outside the app folder", doit=True),
     Case("path above the app", {"phases.yml": PHASES + "services: {api: {path: ../api}}\n"}, "phases.yml: services.api.path: ../api is outside the app folder"),
     Case(
-        "service folder a symlink out",
-        {"services/usr": symlink("/usr"), "phases.yml": PHASES + "services: {api: {path: services/usr}}\n"},
-        "phases.yml: services.api.path: services/usr is outside the app folder",
+        "service folder a symlink to /dev",
+        {"services/dev": symlink("/dev"), "phases.yml": PHASES + "services: {api: {path: services/dev}}\n"},
+        "phases.yml: services.api.path: service 'api' has no template in services/dev"
+        " (template.yml, template.yaml, template.json or serverless.yml)",
     ),
     Case("template outside", {"phases.yml": PHASES + "services: {api: {template: /etc/hostname}}\n"}, "phases.yml: services.api.template: /etc/hostname is outside the app folder"),
-    Case("template a symlink out", {YML: symlink("/etc/hostname")}, "phases.yml: phases[0][0]: services/api/template.yml is outside the app folder"),
+    Case("template a symlink to /dev/zero", {YML: symlink("/dev/zero")}, f"{YML}: is not a regular file (a character device)"),
     Case("watch outside", {"phases.yml": PHASES + "services: {api: {watch: [../..]}}\n"}, "phases.yml: services.api.watch[0]: ../.. is outside the app folder"),
     # templates
     Case("template alias bomb", {YML: TEMPLATE + "Metadata:\n" + laughs("  ")}, f"{YML}: line 14, column 7: {BOMB}", doit=True),
