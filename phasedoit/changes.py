@@ -85,7 +85,7 @@ def _kind(entry: os.DirEntry[str], real: str, inside: str, outside: str) -> tupl
         if entry.is_symlink():
             mode = os.stat(entry.path).st_mode
             real = os.path.realpath(entry.path)
-            if os.path.commonpath([real, inside]) != inside:
+            if real != inside and not real.startswith(os.path.join(inside, "")):
                 return f"a symlink that leads outside {outside}", real
         else:
             mode = entry.stat(follow_symlinks=False).st_mode
@@ -118,12 +118,15 @@ def _content_hash(path: str, root: Path | None) -> str | None:
     digest = hashlib.sha256()
     try:
         # non-blocking: a FIFO put in the file's place since it was listed does not hang the open
-        with open(os.open(path, _OPEN_FLAGS), "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 _warn(path, root, "no longer a regular file")
                 return None
-            while chunk := file.read(1 << 20):
+            while chunk := os.read(fd, 1 << 20):
                 digest.update(chunk)
+        finally:
+            os.close(fd)
     except OSError as e:
         _warn(path, root, f"cannot read it ({e.strerror})")
         return None
