@@ -8,9 +8,12 @@ it deployed last).
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
+import stat
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,17 +33,123 @@ DEFAULT_EXCLUDE = (
 )  # fmt: skip
 
 
-def file_hashes(folder: Path, exclude: Iterable[str]) -> dict[str, str]:
-    """Content hash of every file under `folder` by its relative path: timestamps never matter."""
+def file_hashes(folder: Path, exclude: Iterable[str], *, root: Path | None = None) -> dict[str, str]:
+    """Content hash of every file under `folder` by its relative path: timestamps never matter.
+
+    A symlink is followed to a file or folder inside `root` (the app folder; `folder` itself by default),
+    each folder once. Anything else that is not a regular file or folder (a broken symlink, a symlink loop
+    or one leading outside `root`, a socket, a FIFO, a device, a file it cannot read) is left out, with a
+    warning naming it: it is never opened, so it cannot hang the run.
+    """
     patterns = tuple(exclude)
+    inside = os.path.realpath(root or folder)
+    outside = "the app folder" if root else _shown(folder, root)
+    walked = {os.path.realpath(folder)}  # folders walked; a symlink to one of them is a loop
     hashes: dict[str, str] = {}
-    for top, dirs, files in os.walk(folder):
-        base = Path(top).relative_to(folder)
-        dirs[:] = sorted(d for d in dirs if not _excluded(base / d, patterns))
-        for name in sorted(files):
-            if not _excluded(base / name, patterns):
-                hashes[(base / name).as_posix()] = hashlib.sha256(Path(top, name).read_bytes()).hexdigest()
+    pending = [(str(folder), Path(), os.path.realpath(folder))]
+    while pending:
+        top, base, real_top = pending.pop()
+        subfolders = []
+        for entry in sorted(_entries(top, root), key=lambda e: e.name):
+            relative = base / entry.name
+            if _excluded(relative, patterns):
+                continue
+            kind, real = _kind(entry, os.path.join(real_top, entry.name), inside, outside)
+            if kind == "file":
+                found = _content_hash(entry.path, root)
+                if found is not None:
+                    hashes[relative.as_posix()] = found
+            elif kind == "folder" and entry.is_symlink() and real in walked:
+                _warn(entry.path, root, "a symlink loop (to a folder already included)")
+            elif kind == "folder":
+                walked.add(real)
+                subfolders.append((entry.path, relative, real))
+            else:
+                _warn(entry.path, root, kind)
+        pending.extend(reversed(subfolders))  # depth first, in name order, as os.walk
     return hashes
+
+
+def _entries(folder: str, root: Path | None) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except OSError as e:
+        _warn(folder, root, f"cannot list it ({e.strerror})")
+        return []
+
+
+def _kind(entry: os.DirEntry[str], real: str, inside: str, outside: str) -> tuple[str, str]:
+    """`file` or `folder` and its real path (`real` unless it is a symlink), or why it is left out."""
+    try:
+        if entry.is_symlink():
+            mode = os.stat(entry.path).st_mode
+            real = os.path.realpath(entry.path)
+            if real != inside and not real.startswith(os.path.join(inside, "")):
+                return f"a symlink that leads outside {outside}", real
+        else:
+            mode = entry.stat(follow_symlinks=False).st_mode
+    except OSError as e:
+        return _unreadable(e), real
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file or folder"), real
+
+
+def _unreadable(error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "a symlink loop"
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "a broken symlink"
+    return f"cannot read it ({error.strerror})"
+
+
+_KINDS = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "folder",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _content_hash(path: str, root: Path | None) -> str | None:
+    """The SHA-256 of a regular file; None (and a warning) if it cannot be read or is no longer one."""
+    digest = hashlib.sha256()
+    try:
+        # non-blocking: a FIFO put in the file's place since it was listed does not hang the open
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                _warn(path, root, "no longer a regular file")
+                return None
+            while chunk := os.read(fd, 1 << 20):
+                digest.update(chunk)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        _warn(path, root, f"cannot read it ({e.strerror})")
+        return None
+    return digest.hexdigest()
+
+
+_warned: set[str] = set()  # once a run: every check of a service lists its folder again
+
+
+def _warn(path: str, root: Path | None, why: str) -> None:
+    line = f"warning: {_shown(Path(path), root)}: {why}, left out of the fingerprint"
+    if line not in _warned:
+        _warned.add(line)
+        print(line, file=sys.stderr)
+
+
+def _shown(path: Path, root: Path | None) -> str:
+    """`path` relative to the app folder (or the working folder, doit's: the app's), as the user knows it."""
+    base = root or Path.cwd()
+    try:
+        return path.absolute().relative_to(base.absolute()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _excluded(relative: Path, patterns: tuple[str, ...]) -> bool:
@@ -58,7 +167,9 @@ def watched_hashes(watched: Iterable[Watched]) -> dict[str, str]:
         if path.is_file():
             hashes[entry.prefix] = hashlib.sha256(path.read_bytes()).hexdigest()
             continue
-        found = file_hashes(path, DEFAULT_EXCLUDE + entry.exclude)
+        found = file_hashes(
+            path, DEFAULT_EXCLUDE + entry.exclude, root=Path(entry.root) if entry.root else None
+        )
         hashes |= {f"{entry.prefix}{name}": value for name, value in found.items()}
     return hashes
 

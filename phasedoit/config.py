@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import string
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,7 +31,7 @@ DEFAULT_STACK_NAME = "{service}-{stage}"
 NAME_RE = re.compile(r"[a-z][a-z0-9-]*")
 SERVICE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 STACK_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
-REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+REGION_RE = re.compile(r"[a-z]{2,4}(-[a-z]+)+-\d{1,2}")  # us-east-1, us-gov-west-1, eusc-de-east-1
 ACCOUNT_RE = re.compile(r"\d{12}")
 # A template wins over a serverless.yml in the same folder.
 DEFINITION_NAMES = TEMPLATE_NAMES + SERVERLESS_NAMES
@@ -70,13 +71,20 @@ def check_placeholders(value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _brief(value: Any, limit: int = 60) -> str:
+    """A value as a message shows it: a whole mapping of services is no help on one line."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[: limit - 3]}..."
+
+
 def _text(value: Any) -> str:
-    # YAML reads `512` and `true` as numbers and booleans; CloudFormation wants their text
+    # phases.yml keeps tags' and parameters' plain scalars as written (`_aws_text`); `512` and `true` may
+    # still come as numbers and booleans from elsewhere, and CloudFormation wants their text
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (str, int, float)):
         return str(value)
-    raise ValueError(f"expected a string, number or boolean, got {value!r}")
+    raise ValueError(f"expected a string, number or boolean, got {_brief(value)}")
 
 
 def _parameter_value(value: Any) -> str:
@@ -230,7 +238,7 @@ class App:
 
 def load_config(path: Path) -> App:
     """Read and check `path`; every problem found is one line of the PhasedoitError raised."""
-    raw = yamlfile.load(path, path.name)
+    raw = yamlfile.load(path, path.name, text_at=_aws_text)
     if not isinstance(raw, dict):
         raise PhasedoitError(f"{path.name}: expected a mapping with 'app' and 'phases'")
     try:
@@ -241,6 +249,24 @@ def load_config(path: Path) -> App:
     if problems:
         raise PhasedoitError("\n".join(f"{path.name}: {problem}" for problem in problems))
     return app
+
+
+def _aws_text(path: yamlfile.DocumentPath) -> bool:
+    """Tags and parameter values are strings to AWS: `version: 1.10` is '1.10', `mode: 0755` is '0755'."""
+    match path:
+        case ("services", _, "tags" | "parameters", _, *_) | ("stages", _, "parameters", _, *_):
+            return True
+    return False
+
+
+def check_region_from_env(environ: Mapping[str, str]) -> None:
+    """The region an AWS variable sets is a region name (botocore answers anything else with a traceback)."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = environ.get(name)
+        if value:  # the first one set is the one used, as in `target`
+            if not REGION_RE.fullmatch(value):
+                raise PhasedoitError(f"{name}: {value!r} is not an AWS region name (like eu-west-1)")
+            return
 
 
 def _render(shown: str, raw: Any, error: Any) -> str:
@@ -279,13 +305,14 @@ def _message(error: Any) -> str:
         return _MESSAGES[kind]
     if kind == "value_error":
         return str(error["ctx"]["error"])
+    got = _brief(error["input"])
     if kind in ("model_type", "dict_type"):
         if len(error["loc"]) == 2 and error["loc"][0] == "phases":
-            return f"expected a list of services or a mapping with 'services', got {error['input']!r}"
-        return f"expected a mapping, got {error['input']!r}"
+            return f"expected a list of services or a mapping with 'services', got {got}"
+        return f"expected a mapping, got {got}"
     if kind == "literal_error":
-        return f"expected {error['ctx']['expected']}, got {error['input']!r}"
-    return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
+        return f"expected {error['ctx']['expected']}, got {got}"
+    return f"{error['msg'][0].lower()}{error['msg'][1:]}, got {got}"
 
 
 def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, list[str]]:
@@ -366,16 +393,20 @@ def _find_service(root: Path, name: str, settings: ServiceSettings, where: str) 
     """The service, or the problem with it (located at `where` in phases, or in its settings)."""
     folder = root / (settings.path or f"services/{name}")
     shown = (Path(settings.path) if settings.path else Path("services", name)).as_posix()
+    if settings.path:
+        where = f"services.{name}.path"
+    if _outside(root, folder):
+        return f"{where}: {shown} is outside the app folder"
     if not folder.is_dir():
-        if settings.path:
-            return f"services.{name}.path: no folder {shown}"
-        return f"{where}: unknown service {name!r} (no folder {shown})"
+        return (
+            f"{where}: no folder {shown}"
+            if settings.path
+            else f"{where}: unknown service {name!r} (no folder {shown})"
+        )
     if settings.template:
-        if not (folder / settings.template).is_file():
-            return f"services.{name}.template: no file {shown}/{settings.template}"
-        return _checked(root, Service(name, folder, folder / settings.template, settings), shown)
+        return _given_template(root, Service(name, folder, folder / settings.template, settings), shown)
     for candidate in DEFINITION_NAMES:
-        if (folder / candidate).is_file():
+        if _present(folder / candidate):
             return _checked(root, Service(name, folder, folder / candidate, settings), shown)
     return (
         f"{where}: service {name!r} has no template in {shown}"
@@ -383,9 +414,30 @@ def _find_service(root: Path, name: str, settings: ServiceSettings, where: str) 
     )
 
 
+def _given_template(root: Path, service: Service, shown: str) -> Service | str:
+    where, template = f"services.{service.name}.template", service.settings.template
+    if _outside(root, service.template):
+        return f"{where}: {template} is outside the app folder"
+    if not _present(service.template):
+        return f"{where}: no file {shown}/{template}"
+    return _checked(root, service, shown)
+
+
+def _outside(root: Path, path: Path) -> bool:
+    """Does `path`, as written (`/dev`, `../x`), lead out of the app folder? A symlink in it is the user's."""
+    return not Path(os.path.normpath(path)).is_relative_to(os.path.normpath(root))
+
+
+def _present(path: Path) -> bool:
+    # anything by that name, even a broken symlink or a FIFO: reading it then says what is wrong with it
+    return path.exists() or path.is_symlink()
+
+
 def _checked(root: Path, service: Service, shown: str) -> Service | str:
     """Watched paths exist; a Serverless Framework service names and configures its stack itself."""
     for i, path in enumerate(service.settings.watch):
+        if _outside(root, root / path):
+            return f"services.{service.name}.watch[{i}]: {path} is outside the app folder"
         if not (root / path).exists():
             return f"services.{service.name}.watch[{i}]: no file or folder {path}"
     if service.serverless:

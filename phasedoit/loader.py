@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from phasedoit import variables
 from phasedoit.config import CONFIG_NAME, load_config
 from phasedoit.errors import PhasedoitError
 from phasedoit.planning import STATE_DIR, StagePlan, plan_stage
@@ -23,6 +24,7 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
 
     root = Path(dodo_file).resolve().parent
     try:
+        variables.check(variables.given(), variables.KNOWN)
         app = load_config(root / CONFIG_NAME)
         plan = plan_stage(
             app, get_var("stage"), os.environ, get_var("force"), adopt=get_var("adopt"), yes=get_var("yes")

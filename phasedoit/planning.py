@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from phasedoit import deployers, graph
-from phasedoit.config import CONFIG_NAME, DEFAULT_STAGE, App, Phase, StageSettings, check_stage_name
+from phasedoit.config import (
+    CONFIG_NAME,
+    DEFAULT_STAGE,
+    App,
+    Phase,
+    StageSettings,
+    check_region_from_env,
+    check_stage_name,
+)
 from phasedoit.deployers import Context, Watched
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import Target
@@ -73,6 +81,7 @@ def plan_stage(
     `force` and `adopt`: `all` or services, as given on the command line; `yes`: `1` confirms a removal.
     """
     stage = select_stage(app, stage or environ.get("PHASEDOIT_STAGE") or DEFAULT_STAGE)
+    check_region_from_env(environ)
     settings = app.stages.get(stage, StageSettings())
     context = Context(app, stage, settings, target(stage, settings, environ, app.root / STATE_DIR), environ)
     rendered = {name: deployers.for_service(s).render(context, s) for name, s in app.services.items()}
@@ -139,7 +148,12 @@ def _check_stack_names(rendered: Mapping[str, Any]) -> None:
 def _watched(app: App, paths: list[str]) -> tuple[Watched, ...]:
     """`watch:` paths, from the app folder: shared code (`libs/`) that a service's deploy includes."""
     return tuple(
-        Watched(str(app.root / path), path if (app.root / path).is_file() else f"{path.rstrip('/')}/", ())
+        Watched(
+            str(app.root / path),
+            path if (app.root / path).is_file() else f"{path.rstrip('/')}/",
+            (),
+            str(app.root),
+        )
         for path in paths
     )
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from phasedoit.config import App, load_config
+from phasedoit.config import App, check_region_from_env, load_config
 from phasedoit.errors import PhasedoitError
 
 TEMPLATE = "Resources:\n  Topic: {Type: AWS::SNS::Topic}\n"
@@ -153,7 +153,7 @@ stages:
         ),
         (
             "app: shop\nphases: [[users-api]]\nservices: {users-api: {parameters: {A: {b: 1}}}}\n",
-            "phases.yml: services.users-api.parameters.A: expected a string, number or boolean, got {'b': 1}",
+            "phases.yml: services.users-api.parameters.A: expected a string, number or boolean, got {'b': '1'}",
         ),
         (
             "app: shop\nphases: [[users-api]]\nservices: {users-api: {capabilities: [IAM]}}\n",
@@ -296,3 +296,131 @@ def test_two_services_or_stages_never_share_a_stack(tmp_path: Path, config: str,
     with pytest.raises(PhasedoitError) as e:
         load_config(tmp_path / "phases.yml")
     assert str(e.value) == message
+
+
+def test_tags_and_parameters_are_sent_as_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads `1.10` as 1.1, `0755` as 493 and `yes` as true: AWS takes strings, so they stay text."""
+    app = load(
+        tmp_path,
+        "app: shop\nphases: [[users-api]]\nservices:\n  users-api:\n"
+        "    tags: {version: 1.10, mode: 0755, team: yes, at: 12:30, on: call, 2024: year, empty: ''}\n"
+        "    parameters: {Ratio: 1.50, Zones: [0755, no], Flag: True, Hex: 0x1F}\n"
+        "stages:\n  no: {parameters: {Version: 1.10}}\n",
+    )
+    settings = app.services["users-api"].settings
+    assert settings.tags == {
+        "version": "1.10",
+        "mode": "0755",
+        "team": "yes",
+        "at": "12:30",
+        "on": "call",
+        "2024": "year",
+        "empty": "",
+    }
+    assert settings.parameters == {"Ratio": "1.50", "Zones": "0755,no", "Flag": "True", "Hex": "0x1F"}
+    assert app.stages["no"].parameters == {"Version": "1.10"}  # `no:`, the Norway problem, is a stage name
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            "services: {users-api: {tags: {team: ~}}}\n",
+            "phases.yml: services.users-api.tags.team: expected a string, number or boolean, got None",
+        ),
+        (
+            "services: {users-api: {tags: {team: [a]}}}\n",
+            "phases.yml: services.users-api.tags.team: expected a string, number or boolean, got ['a']",
+        ),
+        (
+            "services: {users-api: {capabilities: [yes]}}\n",
+            "phases.yml: services.users-api.capabilities[0]: expected 'CAPABILITY_IAM', 'CAPABILITY_NAMED_IAM' or 'CAPABILITY_AUTO_EXPAND', got True",
+        ),
+        (
+            "services: {users-api: {tags: {team: {a: " + "x" * 100 + "}}}}\n",
+            "phases.yml: services.users-api.tags.team: expected a string, number or boolean, got {'a': '"
+            + "x" * 50
+            + "...",
+        ),
+    ],
+)
+def test_what_is_not_text_where_text_is_expected(tmp_path: Path, config: str, message: str) -> None:
+    assert error_of(tmp_path, "app: shop\nphases: [[users-api]]\n" + config) == message
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("{path: /dev}", "phases.yml: services.users-api.path: /dev is outside the app folder"),
+        ("{path: ..}", "phases.yml: services.users-api.path: .. is outside the app folder"),
+        ("{path: services/../..}", "phases.yml: services.users-api.path: services/../.. is outside the app folder"),
+        ("{template: ../../../x.yml}", "phases.yml: services.users-api.template: ../../../x.yml is outside the app folder"),
+        ("{template: /etc/hostname}", "phases.yml: services.users-api.template: /etc/hostname is outside the app folder"),
+        ("{watch: [/etc]}", "phases.yml: services.users-api.watch[0]: /etc is outside the app folder"),
+        ("{watch: [../x]}", "phases.yml: services.users-api.watch[0]: ../x is outside the app folder"),
+    ],
+)  # fmt: skip
+def test_paths_outside_the_app_folder(tmp_path: Path, setting: str, message: str) -> None:
+    config = f"app: shop\nphases: [[users-api]]\nservices: {{users-api: {setting}}}\n"
+    assert error_of(tmp_path / "app", config) == message
+
+
+def test_symlinks_out_of_the_app_folder_are_the_users(tmp_path: Path) -> None:
+    """A path written out of the app is refused; a symlink the user made is followed where it leads."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "template.yml").write_text(TEMPLATE)
+    path = make_app(tmp_path / "app", "app: shop\nphases: [[users-api, orders-api]]\n")
+    users = tmp_path / "app" / "services" / "users-api"
+    (users / "template.yml").unlink()
+    (users / "template.yml").symlink_to(tmp_path / "elsewhere" / "template.yml")
+    orders = tmp_path / "app" / "services" / "orders-api"
+    (orders / "template.yml").unlink()
+    orders.rmdir()
+    orders.symlink_to(tmp_path / "elsewhere")
+    app = load_config(path)
+    assert app.services["users-api"].template.read_text() == TEMPLATE
+    assert app.services["orders-api"].template.resolve() == tmp_path / "elsewhere" / "template.yml"
+
+
+def test_symlinks_inside_the_app_folder(tmp_path: Path) -> None:
+    path = make_app(
+        tmp_path, "app: shop\nphases: [[users-api, orders-api]]\nservices: {orders-api: {path: alias}}\n"
+    )
+    (tmp_path / "alias").symlink_to(tmp_path / "services" / "orders-api")
+    (tmp_path / "services" / "users-api" / "template.yml").unlink()
+    (tmp_path / "services" / "users-api" / "template.yml").symlink_to(tmp_path / "shared.yml")
+    (tmp_path / "shared.yml").write_text(TEMPLATE)
+    app = load_config(path)
+    assert app.services["orders-api"].folder == tmp_path / "alias"
+    assert app.services["users-api"].template == tmp_path / "services" / "users-api" / "template.yml"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"AWS_REGION": "us-east-1; id"}, "AWS_REGION: 'us-east-1; id' is not an AWS region name (like eu-west-1)"),
+        ({"AWS_REGION": "", "AWS_DEFAULT_REGION": "eu west 1"}, "AWS_DEFAULT_REGION: 'eu west 1' is not an AWS region name (like eu-west-1)"),
+        ({"AWS_DEFAULT_REGION": "../../x"}, "AWS_DEFAULT_REGION: '../../x' is not an AWS region name (like eu-west-1)"),
+    ],
+)  # fmt: skip
+def test_a_region_from_the_environment_that_is_no_region(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(PhasedoitError) as e:
+        check_region_from_env(environ)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"AWS_REGION": ""},
+        {"AWS_REGION": "eu-west-1"},
+        {"AWS_REGION": "us-gov-west-1"},
+        {"AWS_REGION": "cn-northwest-1"},
+        {"AWS_REGION": "us-isob-east-1"},
+        {"AWS_REGION": "eusc-de-east-1"},
+        {"AWS_REGION": "ap-southeast-7", "AWS_DEFAULT_REGION": "not used"},
+    ],
+)
+def test_regions_from_the_environment(environ: dict[str, str]) -> None:
+    check_region_from_env(environ)

@@ -40,6 +40,7 @@ class Watched:
     folder: str
     prefix: str  # how their paths are shown: `` for the service's folder, `../libs/` for a watched one
     exclude: tuple[str, ...]
+    root: str = ""  # the app folder: symlinks are followed within it, never out of it
 
 
 def pseudo_parameters(stack_name: str | None, region: str | None, account: str | None) -> dict[str, str]:

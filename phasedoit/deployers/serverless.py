@@ -49,7 +49,7 @@ def render(context: Context, service: Service) -> Rendered:
     )
     folder = service.folder
     included = tuple(
-        Watched(str(path), Path(os.path.relpath(path, folder)).as_posix(), ())
+        Watched(str(path), Path(os.path.relpath(path, folder)).as_posix(), (), str(app.root))
         for path in found.files
         if not path.resolve().is_relative_to(folder.resolve())
     )
@@ -60,7 +60,7 @@ def render(context: Context, service: Service) -> Rendered:
         dependencies=found.dependencies,
         files={},
         settings=digest([FORMAT, stage, where.region, where.account]),
-        watched=(Watched(str(folder), "", tuple(service.settings.exclude)), *included),
+        watched=(Watched(str(folder), "", tuple(service.settings.exclude), str(app.root)), *included),
     )
 
 
