@@ -1,9 +1,9 @@
 """CloudFormation's behaviour where moto's differs, kept by the fault layer over moto's real server.
 
 moto holds what is deployed (templates, parameters, tags, resources, outputs). This module holds what moto
-has no notion of: a status other than moto's (a create rolled back, a delete or an update refused) as an
-`Overlay` per stack id, and the stack events CloudFormation would have recorded, per resource, newest
-first. It also refuses what CloudFormation refuses and moto does not.
+has no notion of: a status other than moto's for a while (an operation that takes time, fails and rolls
+back, or is another actor's) as an `Overlay` per stack id, and the stack events CloudFormation would have
+recorded, per resource, newest first. It also refuses what CloudFormation refuses and moto does not.
 
 Real texts and transitions, from CloudFormation users' reports:
 - deleting an exporter whose export is imported: the stack goes back to its old status, with the reason
@@ -13,6 +13,9 @@ Real texts and transitions, from CloudFormation users' reports:
   as it is in use by A", the text of the recent reports; older ones read "Export X cannot be updated …");
 - a create that imports a missing export is accepted and rolls back: ROLLBACK_IN_PROGRESS "No export
   named X found. Rollback requested by user.", then ROLLBACK_COMPLETE (no StackStatusReason);
+- a resource failure: "<Type> … CREATE_FAILED <reason>", then "The following resource(s) failed to
+  create: [Logical]. Rollback requested by user."; updates and deletes alike ("failed to update",
+  "failed to delete");
 - "Stack:<arn> is in <STATUS> state and can not be updated.", "Stack [<name>] cannot be deleted while in
   status <STATUS>", "Export '<name>' is not imported by any stack." (ListImports).
 """
@@ -126,6 +129,7 @@ class Overlay:
     phases: list[Phase]
     template: str | None = None  # what GetTemplate shows, when moto holds a stand-in
     then: Callable[[], None] | None = None  # applied to moto when the last phase begins
+    previous: Deployed | None = None  # what an update in progress replaced
 
     def phase(self, now: float) -> Phase:
         current = self.phases[0]
@@ -160,11 +164,30 @@ class Step:
 
 
 @dataclass
+class Failure:
+    stack: str
+    action: str
+    resource: str
+    reason: str
+    rollback_resource: str | None = None
+    rollback_reason: str | None = None  # the rollback fails too: UPDATE_ROLLBACK_FAILED
+
+
+@dataclass(frozen=True)
+class Duration:
+    seconds: float
+    actions: tuple[str, ...]
+    stack: str | None
+
+
+@dataclass
 class CloudFormation:
     upstream: str
     overlays: dict[str, Overlay] = field(default_factory=dict)
     events: dict[str, list[Event]] = field(default_factory=dict)
     hidden: set[str] = field(default_factory=set)  # moto's leftovers of refused creates, deleted
+    failures: list[Failure] = field(default_factory=list)
+    durations: list[Duration] = field(default_factory=list)
 
     # ---- requests ---------------------------------------------------------------------------------
 
@@ -174,6 +197,8 @@ class CloudFormation:
             "CreateStack": self._create,
             "UpdateStack": self._update,
             "DeleteStack": self._delete,
+            "CancelUpdateStack": self._cancel_update,
+            "ContinueUpdateRollback": self._continue_rollback,
             "DescribeStacks": self._describe_stacks,
             "ListStacks": self._list_stacks,
             "DescribeStackEvents": self._describe_events,
@@ -190,7 +215,13 @@ class CloudFormation:
                 then, overlay.then = overlay.then, None
                 then()
 
+    def busy_until(self) -> float:
+        return max((o.end for o in self.overlays.values()), default=0.0)
+
     def _create(self, request: Request) -> Answer:
+        failure = self._failure(request.stack, "CreateStack")
+        if failure is not None:
+            return self._rolled_back_create(request, failure, "")
         answer = self._forward(request)
         if answer.status == 200:
             stack = self._stack(_stack_id(answer))
@@ -213,21 +244,23 @@ class CloudFormation:
         self._ask("DeleteStack", StackName=leftover)
         self.hidden.add(leftover)
         _, message = answer.error() or ("", "")
-        return self._rolled_back_create(request, f"{message} Rollback requested by user.")
+        return self._rolled_back_create(request, None, f"{message} Rollback requested by user.")
 
-    def _rolled_back_create(self, request: Request, reason: str) -> Answer:
+    def _rolled_back_create(self, request: Request, failure: Failure | None, reason: str) -> Answer:
         """The stack CloudFormation keeps after a failed create: moto holds it with no resources."""
         answer = self._forward(request, TemplateBody=EMPTY_TEMPLATE)
         if answer.status != 200:
             return answer
+        if failure is not None:
+            self.failures.remove(failure)
         stack = self._stack(_stack_id(answer))
         self.events[stack.id] = []
         body = request.form.get("TemplateBody", "")
-        steps = [
-            Step("CREATE_IN_PROGRESS", "User Initiated"),
-            Step("ROLLBACK_IN_PROGRESS", reason),
-            Step("ROLLBACK_COMPLETE"),
-        ]
+        if failure is None:
+            steps = [Step("CREATE_IN_PROGRESS", "User Initiated"), Step("ROLLBACK_IN_PROGRESS", reason)]
+        else:
+            steps = _failed_create(self._resources(body, None), failure)
+        steps.append(Step("ROLLBACK_COMPLETE"))
         self._operate(stack, request, steps, template=body)
         return answer
 
@@ -242,7 +275,13 @@ class CloudFormation:
         previous = Deployed(self._template(stack.id), stack.parameters, stack.tags, stack.capabilities)
         if _unchanged(request.form, previous):
             return error("ValidationError", NO_UPDATES)
-        return self._apply_update(request, stack, previous)
+        failure = self._failure(stack.name, "UpdateStack")
+        if failure is None:
+            return self._apply_update(request, stack, previous)
+        self.failures.remove(failure)
+        changes = self._changes(previous.body, request, stack)
+        self._operate(stack, request, _failed_update(changes, failure))
+        return response("UpdateStack", element("Result", StackId=stack.id))
 
     def _apply_update(self, request: Request, stack: Stack, previous: Deployed) -> Answer:
         in_use = self._in_use(stack)
@@ -265,7 +304,7 @@ class CloudFormation:
             Step("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", None, cleanup),
             Step("UPDATE_COMPLETE"),
         ]
-        self._operate(stack, request, steps, moto_settles=True)
+        self._operate(stack, request, steps, moto_settles=True, previous=previous)
         return answer
 
     def _delete(self, request: Request) -> Answer:
@@ -290,12 +329,54 @@ class CloudFormation:
             return response("DeleteStack")
         changes = self._resources(self._template(stack.id), stack.id)
         retained = set(listed(request.form, "RetainResources"))
+        failure = self._failure(stack.name, "DeleteStack")
+        if failure is not None and failure.resource not in retained:
+            self._operate(stack, request, _failed_delete(changes, failure))
+            return response("DeleteStack")
+        if failure is not None:
+            self.failures.remove(failure)
         gone = tuple(c for c in changes if c.logical not in retained)
         kept = tuple(replace(c, status="DELETE_SKIPPED") for c in changes if c.logical in retained)
         ahead = (*_each(gone, "DELETE_IN_PROGRESS", "DELETE_COMPLETE"), *kept)
         steps = [Step("DELETE_IN_PROGRESS", "User Initiated", ahead), Step("DELETE_COMPLETE")]
         self._operate(stack, request, steps, moto_settles=True, then=self._deleter(stack.id))
         return response("DeleteStack")
+
+    def _cancel_update(self, request: Request) -> Answer:
+        stack = self._find(request.stack)
+        if stack is None:
+            return self._forward(request)
+        if self._status(stack) != "UPDATE_IN_PROGRESS":
+            return error("ValidationError", "CancelUpdateStack cannot be called from current stack status")
+        now = time.time()
+        # what the update had not done yet, it never will
+        self.events[stack.id] = [e for e in self.events[stack.id] if e.at <= now]
+        overlay = self.overlays.get(stack.id)
+        if overlay is not None and overlay.previous is not None:
+            self._restore(stack.id, overlay.previous)
+        steps = [
+            Step("UPDATE_ROLLBACK_IN_PROGRESS", "User Initiated"),
+            Step("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS"),
+            Step("UPDATE_ROLLBACK_COMPLETE"),
+        ]
+        self._operate(stack, request, steps)
+        return response("CancelUpdateStack")
+
+    def _continue_rollback(self, request: Request) -> Answer:
+        stack = self._find(request.stack)
+        if stack is None:
+            return self._forward(request)
+        if self._status(stack) != "UPDATE_ROLLBACK_FAILED":
+            return error(
+                "ValidationError", "ContinueUpdateRollback cannot be called from current stack status"
+            )
+        steps = [
+            Step("UPDATE_ROLLBACK_IN_PROGRESS", "User Initiated"),
+            Step("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS"),
+            Step("UPDATE_ROLLBACK_COMPLETE"),
+        ]
+        self._operate(stack, request, steps)
+        return response("ContinueUpdateRollback", ET.Element("Result"))
 
     def _describe_stacks(self, request: Request) -> Answer:
         return self._shown(self._forward(request), ".//{*}Stacks")
@@ -355,6 +436,42 @@ class CloudFormation:
             ET.SubElement(listed, "member").text = user
         return response("ListImports", result)
 
+    # ---- scripts ----------------------------------------------------------------------------------
+
+    def other_actor(self, name: str, status: str, seconds: float, then: str | None) -> None:
+        stack = self._stack(name)
+        self._seed(stack)
+        final = then or status.replace("_IN_PROGRESS", "_COMPLETE")
+        deleted = final == "DELETE_COMPLETE"
+        steps = [Step(status, "User Initiated"), Step(final)]
+        self._operate(
+            stack,
+            None,
+            steps,
+            seconds=seconds,
+            moto_settles=deleted,
+            then=self._deleter(stack.id) if deleted else None,
+        )
+
+    def set_status(self, name: str, status: str, reason: str | None) -> None:
+        stack = self._stack(name)
+        self._seed(stack)
+        overlay = self.overlays.get(stack.id)
+        self._operate(stack, None, [Step(status, reason)], template=overlay.template if overlay else None)
+
+    def review_in_progress(self, name: str, tags: Mapping[str, str]) -> None:
+        """A stack another actor is creating through a change set it has not executed."""
+        form = {
+            "StackName": name,
+            "ChangeSetName": "another-actor",
+            "ChangeSetType": "CREATE",
+            "TemplateBody": '{"Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}',
+            **flattened("Tags", tags, "Key", "Value"),
+        }
+        answer = query(self.upstream, "CreateChangeSet", form)
+        if answer.status != 200:
+            raise LayerError(f"CreateChangeSet {name}: {answer.status} {answer.body[:300]!r}")
+
     # ---- the pieces -------------------------------------------------------------------------------
 
     def _operate(
@@ -363,16 +480,19 @@ class CloudFormation:
         request: Request | None,
         steps: list[Step],
         *,
-        seconds: float = 0.0,
+        seconds: float | None = None,
         moto_settles: bool = False,
         then: Callable[[], None] | None = None,
         template: str | None = None,
+        previous: Deployed | None = None,
     ) -> None:
         """Record an operation: its statuses over time, and its events (one per status and resource).
 
-        The steps but the last share `seconds`; the last one is where the stack rests, or, with
-        `moto_settles`, where moto's own status is the truth again.
+        The steps but the last share `seconds` (the scripted duration of the action); the last one is
+        where the stack rests, or, with `moto_settles`, where moto's own status is the truth again.
         """
+        if seconds is None:
+            seconds = self._seconds(stack.name, request.action if request else "")
         token = request.token if request else None
         start = last = time.time()
         timed = len(steps) - 1  # the last step is where the operation ends
@@ -394,7 +514,7 @@ class CloudFormation:
                     phases.append(
                         Phase(at, None if index == timed and moto_settles else step.status, step.reason)
                     )
-        self.overlays[stack.id] = Overlay(phases, template, None if seconds == 0 else then)
+        self.overlays[stack.id] = Overlay(phases, template, None if seconds == 0 else then, previous)
         if then is not None and seconds == 0:
             then()
 
@@ -409,6 +529,15 @@ class CloudFormation:
         if stack.id not in self.events:
             root = self._ask("DescribeStackEvents", StackName=stack.id).xml()
             self.events[stack.id] = sorted(events_of(root), key=lambda e: e.at) if root is not None else []
+
+    def _failure(self, name: str, action: str) -> Failure | None:
+        return next((f for f in self.failures if f.stack == name and f.action == action), None)
+
+    def _seconds(self, name: str, action: str) -> float:
+        for rule in reversed(self.durations):
+            if (not rule.actions or action in rule.actions) and rule.stack in (None, name):
+                return rule.seconds
+        return 0.0
 
     def _status(self, stack: Stack) -> str:
         overlay = self.overlays.get(stack.id)
@@ -556,6 +685,65 @@ def _each(changes: tuple[Change, ...] | list[Change], *statuses: str) -> tuple[C
     return tuple(replace(change, status=status) for change in changes for status in statuses)
 
 
+def _until(planned: tuple[Change, ...], logical: str) -> tuple[tuple[Change, ...], Change]:
+    names = [change.logical for change in planned]
+    if logical not in names:
+        raise LayerError(f"a scripted failure names {logical}, which the template does not declare: {names}")
+    index = names.index(logical)
+    return planned[:index], planned[index]
+
+
+def _failed_create(planned: tuple[Change, ...], failure: Failure) -> list[Step]:
+    before, failed = _until(planned, failure.resource)
+    reason = f"The following resource(s) failed to create: [{failed.logical}]. Rollback requested by user."
+    ahead = (
+        *_each(before, "CREATE_IN_PROGRESS", "CREATE_COMPLETE"),
+        replace(failed, status="CREATE_IN_PROGRESS"),
+        replace(failed, status="CREATE_FAILED", reason=failure.reason),
+    )
+    back = (
+        *_each(before, "DELETE_IN_PROGRESS", "DELETE_COMPLETE"),
+        replace(failed, status="DELETE_COMPLETE"),
+    )
+    return [Step("CREATE_IN_PROGRESS", "User Initiated", ahead), Step("ROLLBACK_IN_PROGRESS", reason, back)]
+
+
+def _failed_update(changes: tuple[Change, ...], failure: Failure) -> list[Step]:
+    done = [c for c in changes if c.status.endswith("_COMPLETE") and not c.status.startswith("DELETE")]
+    names = [c.logical for c in done]
+    if failure.resource not in names:
+        raise LayerError(f"a scripted update failure names {failure.resource}, which the update does not change: {names}")  # fmt: skip
+    failed = done[names.index(failure.resource)]
+    before = tuple(done[: names.index(failure.resource)])
+    verb = "CREATE" if failed.status.startswith("CREATE") else "UPDATE"
+    forward_step = (
+        *_each(before, "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE"),
+        replace(failed, status=f"{verb}_IN_PROGRESS"),
+        replace(failed, status=f"{verb}_FAILED", reason=failure.reason),
+    )
+    reason = f"The following resource(s) failed to {verb.lower()}: [{failed.logical}]."
+    if failure.rollback_reason is None:
+        back = _each((*before, failed), "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE")
+        return [
+            Step("UPDATE_IN_PROGRESS", "User Initiated", forward_step),
+            Step("UPDATE_ROLLBACK_IN_PROGRESS", reason, back),
+            Step("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS"),
+            Step("UPDATE_ROLLBACK_COMPLETE"),
+        ]
+    stuck = failure.rollback_resource or failure.resource
+    kind = next((c.type for c in changes if c.logical == stuck), failed.type)
+    stuck_change = Change(stuck, kind, "UPDATE_FAILED", failure.rollback_reason)
+    return [
+        Step("UPDATE_IN_PROGRESS", "User Initiated", forward_step),
+        Step(
+            "UPDATE_ROLLBACK_IN_PROGRESS",
+            reason,
+            (replace(stuck_change, status="UPDATE_IN_PROGRESS", reason=None), stuck_change),
+        ),
+        Step("UPDATE_ROLLBACK_FAILED", f"The following resource(s) failed to update: [{stuck}]."),
+    ]
+
+
 def _refused_update(changes: tuple[Change, ...], reason: str) -> list[Step]:
     ahead = tuple(c for c in changes if not c.status.startswith("DELETE"))
     undone = _each(tuple({c.logical: c for c in ahead}.values()), "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE")
@@ -565,6 +753,22 @@ def _refused_update(changes: tuple[Change, ...], reason: str) -> list[Step]:
         Step("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS"),
         Step("UPDATE_ROLLBACK_COMPLETE"),
     ]
+
+
+def _failed_delete(changes: tuple[Change, ...], failure: Failure) -> list[Step]:
+    names = [c.logical for c in changes]
+    if failure.resource not in names:
+        raise LayerError(f"a scripted delete failure names {failure.resource}, which the stack does not hold: {names}")  # fmt: skip
+    others = tuple(c for c in changes if c.logical != failure.resource)
+    failed = changes[names.index(failure.resource)]
+    return [
+        Step("DELETE_IN_PROGRESS", "User Initiated", (
+            *_each(others, "DELETE_IN_PROGRESS", "DELETE_COMPLETE"),
+            replace(failed, status="DELETE_IN_PROGRESS"),
+            replace(failed, status="DELETE_FAILED", reason=failure.reason),
+        )),
+        Step("DELETE_FAILED", f"The following resource(s) failed to delete: [{failure.resource}]. "),
+    ]  # fmt: skip
 
 
 def _unchanged(form: Mapping[str, str], deployed: Deployed) -> bool:
