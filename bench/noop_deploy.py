@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.latency import Proxy, slow_proxy
+from tests.faults import Layer, running_layer
 
 REPO = Path(__file__).resolve().parent.parent
 PHASES = 10
@@ -230,7 +230,7 @@ class Run:
     stdout: str
 
 
-def run(app: Path, proxy: Proxy, *args: str, python: tuple[str, ...] = ("-m", "doit")) -> Run:
+def run(app: Path, proxy: Layer, *args: str, python: tuple[str, ...] = ("-m", "doit")) -> Run:
     proxy.calls.clear()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PHASEDOIT_"))},
@@ -274,7 +274,7 @@ def repeat(
     label: str,
     times: int,
     app: Path,
-    proxy: Proxy,
+    proxy: Layer,
     *args: str,
     fresh: bool = False,
     python: tuple[str, ...] = ("-m", "doit"),
@@ -317,7 +317,7 @@ PARTS = [
 ]
 
 
-def profile(app: Path, proxy: Proxy, out: Path) -> tuple[Run, list[tuple[str, int, float]]]:
+def profile(app: Path, proxy: Layer, out: Path) -> tuple[Run, list[tuple[str, int, float]]]:
     """One no-op run under cProfile; the cumulative time and calls of each of PARTS."""
     result = run(app, proxy, "-n", "4", "deploy", python=("-m", "cProfile", "-o", str(out), "-m", "doit"))
     # {(file, line, function): (primitive calls, calls, own time, cumulative time, callers)}
@@ -386,7 +386,7 @@ def main(count: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         app = generate(root / "app", count)
-        with moto_server(root / "moto.log") as url, slow_proxy(url) as proxy:
+        with moto_server(root / "moto.log") as url, running_layer(url) as proxy:
             first = run(app, proxy, "-n", "4", "deploy")
             deployed = first.calls["CreateStack"]
             if deployed != count:

@@ -15,6 +15,8 @@ import boto3
 import pytest
 from mypy_boto3_cloudformation import CloudFormationClient
 
+from tests.faults import Layer, running_layer
+
 REPO = Path(__file__).resolve().parent.parent
 # what a run prints when the sample app is up to date (the order within a phase varies)
 UP_TO_DATE = [
@@ -141,3 +143,11 @@ def run_module(
         timeout=120,
         check=False,
     )
+
+
+@pytest.fixture
+def layer(moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Layer]:
+    """The CloudFormation fault layer in front of the test's moto server; AWS_ENDPOINT_URL points at it."""
+    with running_layer(moto.url) as running:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", running.url)
+        yield running

@@ -12,7 +12,7 @@ from phasedoit.cloudformation import Waiting
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import APP_TAG, SERVICE_TAG, STAGE_TAG, Deployed, StackSpec, Target
 from tests.conftest import Moto
-from tests.latency import slow_proxy
+from tests.faults import Layer, running_layer
 
 
 @pytest.fixture(autouse=True)
@@ -49,8 +49,8 @@ def spec(name: str, template: Mapping[str, Any], **parameters: str) -> StackSpec
     return StackSpec(name, json.dumps(template), parameters, {"team": "core", **owner(name)})
 
 
-def deploy(moto: Moto, stack: StackSpec, said: list[str] | None = None) -> Deployed:
-    cfn = cloudformation.client(Target("us-east-1", moto.url))
+def deploy(endpoint: Moto | Layer, stack: StackSpec, said: list[str] | None = None) -> Deployed:
+    cfn = cloudformation.client(Target("us-east-1", endpoint.url))
     return cloudformation.deploy_stack(cfn, stack, (said if said is not None else []).append, FAST)
 
 
@@ -77,14 +77,14 @@ def test_create_then_update_then_unchanged(moto: Moto) -> None:
     assert deploy(moto, spec("a-dev", changed, Stage="dev")).action == "unchanged"
 
 
-def test_refused_create_names_the_missing_export_and_leaves_nothing(moto: Moto) -> None:
+def test_a_create_that_rolls_back_is_deleted_and_created_again(layer: Layer) -> None:
     with pytest.raises(PhasedoitError) as e:
-        deploy(moto, spec("b-dev", IMPORTER))
-    assert str(e.value) == "No export named dev-TopicArn found."
-    assert moto.client().describe_stacks()["Stacks"] == []
-    # once the export exists, the same deploy works: no stack was left behind to block it
-    deploy(moto, spec("a-dev", EXPORTER, Stage="dev"))
-    assert deploy(moto, spec("b-dev", IMPORTER)).action == "created"
+        deploy(layer, spec("b-dev", IMPORTER))  # the export it imports does not exist: it rolls back
+    assert str(e.value) == "failed [ROLLBACK_COMPLETE]"
+    deploy(layer, spec("a-dev", EXPORTER, Stage="dev"))
+    said: list[str] = []
+    assert deploy(layer, spec("b-dev", IMPORTER), said).action == "created"
+    assert said == ["deleting b-dev (ROLLBACK_COMPLETE) to create it again", "creating b-dev"]
 
 
 def test_another_actors_change_set_is_never_deleted(moto: Moto) -> None:
@@ -172,7 +172,7 @@ def test_adopting_a_stack_made_before_phasedoit(moto: Moto) -> None:
 
 
 def test_every_write_carries_a_request_token(moto: Moto) -> None:
-    with slow_proxy(moto.url) as proxy:
+    with running_layer(moto.url) as proxy:
         cfn = cloudformation.client(Target("us-east-1", proxy.url))
         cloudformation.deploy_stack(cfn, spec("a-dev", EXPORTER, Stage="dev"), print, FAST)
         cloudformation.remove_stack(cfn, "a-dev", owner("a-dev"), print, FAST)

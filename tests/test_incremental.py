@@ -1,4 +1,4 @@
-"""Redeploys touch only what changed: counted as CloudFormation write calls through a recording proxy."""
+"""Redeploys touch only what changed: counted as CloudFormation write calls through a recording layer."""
 
 from __future__ import annotations
 
@@ -9,34 +9,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, UP_TO_DATE, Moto, copy_app, doit
-from tests.latency import Proxy, slow_proxy
+from tests.faults import Layer, running_layer
 
 JOBS = [("CreateStack", "confirmation-job-dev"), ("CreateStack", "reset-cart-job-dev")]
 FIRST = [("CreateStack", "checkout-api-dev"), *JOBS]
 
 
 @pytest.fixture
-def proxy(moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
-    with slow_proxy(moto.url) as recording:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", recording.url)
-        yield recording
-
-
-@pytest.fixture
-def shop(tmp_path: Path, proxy: Proxy) -> Path:
+def shop(tmp_path: Path, layer: Layer) -> Path:
     source = tmp_path / "source"
     source.mkdir()
     shutil.copy(REPO / "phases.yml", source / "phases.yml")
     shutil.copytree(REPO / "services", source / "services")
     app = copy_app(source, tmp_path / "shop")
     deploy(app)
-    assert sorted(proxy.written()) == FIRST
+    assert sorted(layer.written()) == FIRST
     return app
 
 
@@ -50,38 +42,38 @@ def edit(path: Path, text: str) -> None:
     path.write_text(path.read_text() + text)
 
 
-def test_unchanged_rerun_writes_nothing(shop: Path, proxy: Proxy) -> None:
+def test_unchanged_rerun_writes_nothing(shop: Path, layer: Layer) -> None:
     out = deploy(shop)
-    assert proxy.written() == []
+    assert layer.written() == []
     lines = out.splitlines()
     assert sorted(lines[:-1]) == sorted(UP_TO_DATE)
     assert lines[-1].startswith("3 up to date (")
 
 
-def test_one_template_edited_deploys_only_its_stack(shop: Path, proxy: Proxy) -> None:
+def test_one_template_edited_deploys_only_its_stack(shop: Path, layer: Layer) -> None:
     template = shop / "services" / "reset-cart-job" / "template.yml"
     template.write_text(template.read_text().replace("Empties the shopping cart", "Empties the cart"))
     deploy(shop)
-    assert proxy.written() == [("UpdateStack", "reset-cart-job-dev")]
+    assert layer.written() == [("UpdateStack", "reset-cart-job-dev")]
 
 
-def test_touch_and_caches_are_not_changes(shop: Path, proxy: Proxy) -> None:
+def test_touch_and_caches_are_not_changes(shop: Path, layer: Layer) -> None:
     for path in (shop / "services").rglob("*"):
         os.utime(path, (time.time() + 60, time.time() + 60))
     (shop / "services" / "checkout-api" / "__pycache__").mkdir()
     (shop / "services" / "checkout-api" / "__pycache__" / "x.pyc").write_bytes(b"\0")
     (shop / "services" / "checkout-api" / "node_modules").mkdir()
     deploy(shop)
-    assert proxy.written() == []
+    assert layer.written() == []
 
 
-def test_a_fresh_checkout_without_local_state_deploys_nothing(shop: Path, proxy: Proxy) -> None:
+def test_a_fresh_checkout_without_local_state_deploys_nothing(shop: Path, layer: Layer) -> None:
     shutil.rmtree(shop / ".phasedoit")
     deploy(shop)
-    assert proxy.written() == []
+    assert layer.written() == []
 
 
-def test_a_stack_deleted_behind_our_back_is_created_again(shop: Path, proxy: Proxy, moto: Moto) -> None:
+def test_a_stack_deleted_behind_our_back_is_created_again(shop: Path, layer: Layer, moto: Moto) -> None:
     moto.client().delete_stack(StackName="confirmation-job-dev")
     result = doit(shop, "plan")
     assert result.stdout.splitlines() == [
@@ -93,10 +85,10 @@ def test_a_stack_deleted_behind_our_back_is_created_again(shop: Path, proxy: Pro
         "  reset-cart-job         up to date",
     ]
     deploy(shop)
-    assert proxy.written() == [("CreateStack", "confirmation-job-dev")]
+    assert layer.written() == [("CreateStack", "confirmation-job-dev")]
 
 
-def test_changed_exports_redeploy_their_importers(shop: Path, proxy: Proxy) -> None:
+def test_a_changed_export_in_use_is_refused_by_cloudformation(shop: Path, layer: Layer) -> None:
     template = shop / "services" / "checkout-api" / "template.yml"
     template.write_text(
         template.read_text().replace("TopicName: !Sub ${Stage}-purchased", "TopicName: !Sub ${Stage}-bought")
@@ -108,13 +100,23 @@ def test_changed_exports_redeploy_their_importers(shop: Path, proxy: Proxy) -> N
         "  confirmation-job       up to date, unless the exports of checkout-api change",
         "  reset-cart-job         up to date, unless the exports of checkout-api change",
     ]
-    out = deploy(shop)
-    assert proxy.written()[0] == ("UpdateStack", "checkout-api-dev")
-    # the topic's ARN changed: the jobs import it
-    assert "confirmation-job: deploying (changed upstream: dev-PurchasedTopicArn)" in out.splitlines()
+    result = doit(shop, "-n", "4", "deploy")
+    # the topic's ARN is the value of an export both jobs import: CloudFormation rolls the update back
+    assert (result.returncode, result.stderr.splitlines()) == (
+        1,
+        ["checkout-api: updating checkout-api-dev", "checkout-api: failed [UPDATE_ROLLBACK_COMPLETE]"],
+    )
+    assert layer.written() == [("UpdateStack", "checkout-api-dev")]
+    events = layer.client().describe_stack_events(StackName="checkout-api-dev")["StackEvents"]
+    assert [(e["ResourceStatus"], e.get("ResourceStatusReason")) for e in events if e["LogicalResourceId"] == "checkout-api-dev"][:4] == [
+        ("UPDATE_ROLLBACK_COMPLETE", None),
+        ("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", None),
+        ("UPDATE_ROLLBACK_IN_PROGRESS", "Cannot update export dev-PurchasedTopicArn as it is in use by confirmation-job-dev and reset-cart-job-dev"),
+        ("UPDATE_IN_PROGRESS", "User Initiated"),
+    ]  # fmt: skip
 
 
-def test_a_failure_then_the_fix_deploys_only_the_failed_service(shop: Path, proxy: Proxy, moto: Moto) -> None:
+def test_a_failure_then_the_fix_deploys_only_the_failed_service(shop: Path, layer: Layer, moto: Moto) -> None:
     moto.client().delete_stack(StackName="confirmation-job-dev")
     template = shop / "services" / "confirmation-job" / "template.yml"
     good = template.read_text()
@@ -122,50 +124,44 @@ def test_a_failure_then_the_fix_deploys_only_the_failed_service(shop: Path, prox
         good.replace("QueueName: !Sub ${Stage}-confirmation-job", "QueueName: !Sub ${Stage} jobs")
     )
     edit(shop / "services" / "reset-cart-job" / "template.yml", "# changed too\n")
-    proxy.written()
+    layer.written()
     result = doit(shop, "-n", "4", "deploy")
     assert result.returncode == 1
-    assert (
-        "confirmation-job: Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
-        in result.stderr.splitlines()
-    )
-    assert sorted(proxy.written()) == [
-        ("CreateStack", "confirmation-job-dev"),
-        ("DeleteStack", "confirmation-job-dev"),  # the stack moto leaves behind when it refuses a create
-        ("UpdateStack", "reset-cart-job-dev"),
-        (
-            "UpdateStack",
-            "reset-cart-job-dev",
-        ),  # a comment changes no template: moto needs a 2nd call for the tag
-    ]
+    # the create rolled back; the reason is in the stack's events only
+    assert "confirmation-job: failed [ROLLBACK_COMPLETE]" in result.stderr.splitlines()
+    assert layer.written() == [("CreateStack", "confirmation-job-dev")]  # a comment is not sent
     template.write_text(good)
     deploy(shop)
-    assert proxy.written() == [("CreateStack", "confirmation-job-dev")]
+    # a stack whose create rolled back can only be deleted, and created again
+    assert layer.written() == [
+        ("DeleteStack", "confirmation-job-dev"),
+        ("CreateStack", "confirmation-job-dev"),
+    ]
 
 
-def test_force(shop: Path, proxy: Proxy) -> None:
+def test_force(shop: Path, layer: Layer) -> None:
     assert (
         doit(shop, "plan", "force=reset-cart-job").stdout.splitlines()[-1]
         == "  reset-cart-job         deploys: forced"
     )
     deploy(shop, "force=reset-cart-job")
-    assert proxy.written() == [("UpdateStack", "reset-cart-job-dev")]
+    assert layer.written() == [("UpdateStack", "reset-cart-job-dev")]
     deploy(shop, "force=all")
-    assert sorted(proxy.written()) == [
+    assert sorted(layer.written()) == [
         ("UpdateStack", "checkout-api-dev"), ("UpdateStack", "confirmation-job-dev"), ("UpdateStack", "reset-cart-job-dev"),
     ]  # fmt: skip
     result = doit(shop, "plan", "force=nope")
     assert (result.returncode, result.stderr) == (1, "force: no service 'nope' in phases.yml\n")
 
 
-def test_stages_have_their_own_state(shop: Path, proxy: Proxy) -> None:
+def test_stages_have_their_own_state(shop: Path, layer: Layer) -> None:
     deploy(shop, "stage=prod")
-    assert sorted(proxy.written()) == sorted(
+    assert sorted(layer.written()) == sorted(
         ("CreateStack", name.replace("-dev", "-prod")) for _, name in FIRST
     )
     deploy(shop)
     deploy(shop, "stage=prod")
-    assert proxy.written() == []
+    assert layer.written() == []
 
 
 def test_sigterm_keeps_what_finished(
@@ -176,7 +172,8 @@ def test_sigterm_keeps_what_finished(
     shutil.copy(REPO / "phases.yml", source / "phases.yml")
     shutil.copytree(REPO / "services", source / "services")
     shop = copy_app(source, tmp_path / "shop")
-    with slow_proxy(moto.url, delay=2.0) as slow:
+    with running_layer(moto.url) as slow:
+        slow.latency(2.0)
         monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
         run = subprocess.Popen(
             [sys.executable, "-m", "doit", "-n", "4", "deploy"],
@@ -192,17 +189,17 @@ def test_sigterm_keeps_what_finished(
         run.send_signal(signal.SIGTERM)
         run.communicate(timeout=30)
         assert run.returncode != 0
-    with slow_proxy(moto.url) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    with running_layer(moto.url) as layer:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", layer.url)
         deploy(shop)
-        assert sorted(proxy.written()) == JOBS
+        assert sorted(layer.written()) == JOBS
 
 
-def test_a_file_that_is_not_sent_is_not_a_change(shop: Path, proxy: Proxy) -> None:
+def test_a_file_that_is_not_sent_is_not_a_change(shop: Path, layer: Layer) -> None:
     (shop / "services" / "checkout-api" / "README.md").write_text("# Checkout API\n")
     edit(shop / "services" / "reset-cart-job" / "template.yml", "# a comment is not sent either\n")
     deploy(shop)
-    assert proxy.written() == []
+    assert layer.written() == []
 
 
 def test_an_edit_made_during_a_run_is_deployed_by_the_next(
@@ -214,7 +211,8 @@ def test_an_edit_made_during_a_run_is_deployed_by_the_next(
     shutil.copytree(REPO / "services", source / "services")
     shop = copy_app(source, tmp_path / "shop")
     template = shop / "services" / "reset-cart-job" / "template.yml"
-    with slow_proxy(moto.url, delay=1.0) as slow:
+    with running_layer(moto.url) as slow:
+        slow.latency(1.0)
         monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
         run = subprocess.Popen(
             [sys.executable, "-m", "doit", "-n", "4", "deploy"],
@@ -239,24 +237,24 @@ def test_an_edit_made_during_a_run_is_deployed_by_the_next(
     )
 
 
-def test_values_read_at_deploy_time_deploy_every_run(shop: Path, proxy: Proxy) -> None:
+def test_values_read_at_deploy_time_deploy_every_run(shop: Path, layer: Layer) -> None:
     template = shop / "services" / "reset-cart-job" / "template.yml"
     template.write_text(
         template.read_text().replace("Description:", "Description: '{{resolve:ssm:/shop/owner}}'\n#", 1)
     )
     phases = shop / "phases.yml"
     deploy(shop)
-    proxy.written()
+    layer.written()
     reason = "  reset-cart-job         deploys: {{resolve:ssm:/shop/owner}} is read when it deploys"
     assert doit(shop, "plan").stdout.splitlines()[-1] == reason
     deploy(shop)
-    assert proxy.written() == [("UpdateStack", "reset-cart-job-dev")]
+    assert layer.written() == [("UpdateStack", "reset-cart-job-dev")]
     phases.write_text(phases.read_text() + "services:\n  reset-cart-job: {deploy_time_values: ignore}\n")
     deploy(shop)  # the setting is part of no request: only the check changes
-    assert proxy.written() == []
+    assert layer.written() == []
 
 
-def test_services_sharing_one_folder_deploy_alone(tmp_path: Path, proxy: Proxy) -> None:
+def test_services_sharing_one_folder_deploy_alone(tmp_path: Path, layer: Layer) -> None:
     """A CDK app's cdk.out holds every stack's template and a tree.json: one edit redeploys one stack."""
     out = tmp_path / "app" / "cdk.out"
     out.mkdir(parents=True)
@@ -272,9 +270,9 @@ def test_services_sharing_one_folder_deploy_alone(tmp_path: Path, proxy: Proxy) 
     )
     app = copy_app(tmp_path / "app", tmp_path / "copy")
     deploy(app)
-    assert sorted(proxy.written()) == [("CreateStack", "api-dev"), ("CreateStack", "network-dev")]
+    assert sorted(layer.written()) == [("CreateStack", "api-dev"), ("CreateStack", "network-dev")]
     (app / "cdk.out" / "tree.json").write_text('{"version": "2"}')
     template = app / "cdk.out" / "Api.template.json"
     template.write_text(template.read_text().replace("Api-t", "Api-topic"))
     deploy(app)
-    assert proxy.written() == [("UpdateStack", "api-dev")]
+    assert layer.written() == [("UpdateStack", "api-dev")]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Moto, doit
-from tests.latency import slow_proxy
+from tests.faults import running_layer
 
 
 @pytest.fixture
@@ -63,7 +63,8 @@ def test_a_disk_full_at_the_end_loses_nothing_that_deployed(
     tmp_path: Path, small_disk: Path, moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = app_in(tmp_path)
-    with slow_proxy(moto.url, delay=0.5) as slow:
+    with running_layer(moto.url) as slow:
+        slow.latency(0.5)
         monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
         run = subprocess.Popen(
             [sys.executable, "-m", "doit", "-n", "4", "deploy"], cwd=app, stderr=subprocess.PIPE, text=True
@@ -80,7 +81,7 @@ def test_a_disk_full_at_the_end_loses_nothing_that_deployed(
             " (what deployed is tagged on its stacks: the next run sees it)"
         )
     (small_disk / "fill").unlink()
-    with slow_proxy(moto.url) as proxy:
+    with running_layer(moto.url) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         again = doit(app, "-n", "4", "deploy")
         assert again.returncode == 0, again.stderr
