@@ -30,7 +30,7 @@ from phasedoit.errors import PhasedoitError
 from phasedoit.planning import plan_stage
 from phasedoit.yamlfile import MAX_BYTES
 from tests.conftest import CREDENTIALS, REPO, Moto, doit
-from tests.latency import slow_proxy
+from tests.faults import running_layer
 
 PHASES = "app: tiny\nphases: [[api]]\n"
 TEMPLATE = """\
@@ -246,7 +246,7 @@ DOIT_CASES = [case for case in CASES if case.doit]
 @pytest.mark.parametrize("case", DOIT_CASES, ids=[case.id for case in DOIT_CASES])
 def test_refused_by_doit(tmp_path: Path, moto: Moto, credentials: dict[str, str], case: Case) -> None:
     app = make_app(tmp_path / "app", case.files)
-    with slow_proxy(moto.url) as proxy:
+    with running_layer(moto.url) as proxy:
         env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url, **case.env}
         result = doit(app, "-n", "2", "deploy", *case.args, env=env)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", case.message + "\n")
@@ -306,7 +306,7 @@ def test_a_deploy_with_odd_files_and_yaml_1_1_tags(
         tmp_path / "app", {"phases.yml": PHASES + f"services: {{api: {{watch: [lib], tags: {tags}}}}}\n"}
     )
     odd_files(app / "lib")
-    with slow_proxy(moto.url) as proxy:
+    with running_layer(moto.url) as proxy:
         result = doit(app, "-n", "2", "deploy", env={**os.environ, "AWS_ENDPOINT_URL": proxy.url})
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
