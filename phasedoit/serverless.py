@@ -91,21 +91,19 @@ def _stack_name(config: dict[str, Any], shown: str, stage: str) -> str:
 def stack_outputs(config: dict[str, Any], service: str, stage: str) -> dict[str, Any]:
     """The Outputs of the stack the framework packages: its own, then `resources`' merged over them.
 
-    The framework exports every output that names no export as `sls-<service>-<stage>-<output>`.
+    The framework exports each of its own outputs as `sls-<service>-<stage>-<output>`, before it merges
+    `resources`: an output of `resources` without an `Export` has none.
     """
-    outputs: dict[str, Any] = framework_outputs(config)
+    outputs: dict[str, Any] = {
+        name: {"Export": {"Name": f"sls-{service}-{stage}-{name}"}} for name in framework_outputs(config)
+    }
     for name, output in _outputs(config.get("resources")).items():
         mine = outputs.get(name)
         outputs[name] = {**mine, **output} if isinstance(mine, dict) and isinstance(output, dict) else output
-    return {
-        name: {**output, "Export": {"Name": f"sls-{service}-{stage}-{name}"}}
-        if isinstance(output, dict) and "Export" not in output
-        else output
-        for name, output in outputs.items()
-    }
+    return outputs
 
 
-def framework_outputs(config: Mapping[str, Any]) -> dict[str, Any]:
+def framework_outputs(config: Mapping[str, Any]) -> list[str]:
     """The Outputs the framework adds for the functions, layers and APIs of `config` (their names only)."""
     provider = _mapping(config.get("provider"))
     functions = _mapping(config.get("functions"))
@@ -130,8 +128,8 @@ def framework_outputs(config: Mapping[str, Any]) -> dict[str, Any]:
     if "cloudFront" in events:
         names += ["CloudFrontDistribution", "CloudFrontDistributionDomainName"]
     for layer in _mapping(config.get("layers")):
-        names += [f"{_logical_name(layer)}LambdaLayer{suffix}" for suffix in ("QualifiedArn", "Hash", "S3Key")]
-    return {name: {} for name in names}
+        names += [f"{_logical_name(layer)}LambdaLayer{end}" for end in ("QualifiedArn", "Hash", "S3Key")]
+    return names
 
 
 def _logical_name(name: str) -> str:
@@ -412,10 +410,6 @@ class _Resolver:
         source, _, rest = address.partition(":")
         if source.startswith("file("):
             return self.file(address)
-        if source in ("opt", "sls") and rest == "stage":
-            return self.stage
-        if source == "opt" and rest == "region" and "AWS::Region" in self.values:
-            return self.values["AWS::Region"]  # phasedoit passes the stage's region as `--region`
         if source == "self":
             return self.lookup(rest.split(".") if rest else [])
         if source == "env":
@@ -424,18 +418,26 @@ class _Resolver:
             return self.env[rest]
         if source == "param":
             return self.param(rest)
-        if source == "aws" and rest == "region":
-            return self.region()
-        if source == "aws" and rest == "accountId" and "AWS::AccountId" in self.values:
-            return self.values["AWS::AccountId"]
-        if source in ("opt", "sls") or (source == "aws" and rest != "accountId"):
+        return self.option(source, rest)
+
+    def option(self, source: str, rest: str) -> Any:
+        """`opt:`, `sls:` and `aws:`: what phasedoit passes the framework (`--stage`, `--region`), or AWS."""
+        if rest == "stage" and source in ("opt", "sls"):
+            return self.stage
+        if rest == "region" and source in ("opt", "aws") and "AWS::Region" in self.values:
+            return self.values["AWS::Region"]  # phasedoit passes the stage's region as `--region`
+        if (source, rest) == ("aws", "region"):
+            return self.default_region()
+        if (source, rest) == ("aws", "accountId"):
+            if "AWS::AccountId" in self.values:
+                return self.values["AWS::AccountId"]
+            raise _deploy_time("the account is known at deploy time")
+        if source in ("opt", "sls", "aws"):
             raise _Missing(f"phasedoit knows no {source}:{rest}")
         raise _deploy_time(f"{source}: is resolved by Serverless at deploy time")
 
-    def region(self) -> Any:
-        """`${aws:region}`: `--region`, else `provider.region`, else the framework's default."""
-        if "AWS::Region" in self.values:
-            return self.values["AWS::Region"]
+    def default_region(self) -> Any:
+        """`${aws:region}` without `--region`: `provider.region`, else the framework's default."""
         try:
             return self.lookup(["provider", "region"])
         except _Missing as e:

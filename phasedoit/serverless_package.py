@@ -43,7 +43,7 @@ def find_framework(
     if configured:
         found = shutil.which(configured, path=path) or shutil.which(root / configured)
         if found is None:
-            raise PhasedoitError(f"phases.yml: framework: no executable {configured!r} (on PATH or in {root})")
+            raise PhasedoitError(f"phases.yml: framework: no program {configured!r} on PATH or in {root}")
         return Path(found)
     if shutil.which("node", path=path) is None:
         return None  # the framework's scripts start with `#!/usr/bin/env node`
@@ -75,18 +75,30 @@ def arguments(stage: str, region: str | None) -> list[str]:
 
 
 def package(
-    framework: Sequence[str], folder: Path, shown: str, stage: str, region: str | None, output: Path
+    framework: Sequence[str], folder: Path, shown: str, *, stage: str, region: str | None, output: Path
 ) -> Packaged:
-    """Run `<framework> package` for `stage` in the service's `folder`, into `output` (its folder stays clean)."""
+    """Run `<framework> package` for `stage` in the service's `folder`, into `output`.
+
+    The framework works in the folder's `.serverless` (removed first), then moves it to `output`: one folder
+    must not be packaged twice at once.
+    """
     argv = [*framework, "package", *arguments(stage, region), "--package", str(output)]
     said: list[str] = []
     status = run_streamed(argv, folder, said.append)
     if status:
-        tail = " / ".join([line.strip() for line in said if line.strip()][-SHOWN_LINES:])
-        raise PhasedoitError(f"{shown}: {Path(framework[0]).name} package failed (exit {status}): {tail}")
+        name = Path(framework[0]).name
+        raise PhasedoitError(f"{shown}: {name} package failed (exit {status}): {_error(said)}")
     template = _load_json(output / TEMPLATE, shown)
     state = _load_json(output / STATE, shown)
     return Packaged(output, template, _stack_name(state, stage))
+
+
+def _error(said: list[str]) -> str:
+    """The framework's error: the lines after its `Error:` line, else its last lines, on one line."""
+    lines = [line.strip() for line in said if line.strip()]
+    if "Error:" in lines:
+        return " / ".join(lines[lines.index("Error:") + 1 :][:SHOWN_LINES])
+    return " / ".join(lines[-SHOWN_LINES:])
 
 
 def _load_json(path: Path, shown: str) -> dict[str, Any]:
@@ -121,5 +133,6 @@ def packaged_dependencies(
 ) -> Dependencies:
     """Exports and imports of a service as the framework packages it for `stage`, in a temporary folder."""
     with tempfile.TemporaryDirectory(prefix="phasedoit-package-") as output:
-        packaged = package(framework, folder, shown, stage, values.get("AWS::Region"), Path(output))
+        region = values.get("AWS::Region")
+        packaged = package(framework, folder, shown, stage=stage, region=region, output=Path(output))
         return template_dependencies(packaged, values, shown)
