@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from phasedoit import templates
+from phasedoit.deployers.serverless import run_streamed
 from phasedoit.errors import PhasedoitError
-from phasedoit.framework import run_streamed
 from phasedoit.templates import Dependencies
 
 # The framework's command names, in the order a project's `node_modules/.bin` is searched.
@@ -41,7 +41,8 @@ def find_framework(
     """
     path = os.environ.get("PATH", "") if path is None else path
     if configured:
-        found = shutil.which(configured, path=path) or shutil.which(root / configured)
+        in_app = "/" in configured or os.sep in configured
+        found = shutil.which(root / configured) if in_app else shutil.which(configured, path=path)
         if found is None:
             raise PhasedoitError(f"phases.yml: framework: no program {configured!r} on PATH or in {root}")
         return Path(found)

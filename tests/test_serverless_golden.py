@@ -19,7 +19,8 @@ import boto3
 import pytest
 
 from phasedoit.config import load_config
-from phasedoit.loader import plan_stage
+from phasedoit.errors import PhasedoitError
+from phasedoit.planning import plan_stage
 from phasedoit.serverless import read_serverless, resolve_config, stack_outputs
 from phasedoit.serverless_package import find_framework, packaged_dependencies
 from phasedoit.templates import Dependencies, collect_dependencies
@@ -182,6 +183,18 @@ def test_the_framework_found_for_a_fixture() -> None:
     assert find_framework(folder, folder.parent.parent, path=path) in (
         executable,
         executable.parent / "serverless",
+    )
+
+
+def test_a_failed_package_is_one_line(tmp_path: Path) -> None:
+    executable = osls()
+    (tmp_path / "serverless.yml").write_text(
+        "service: xy\nprovider: {name: aws}\nfunctions: {f: {handler: f.main}}\n"
+    )
+    with pytest.raises(PhasedoitError) as e:
+        packaged_dependencies([str(executable)], tmp_path, "services/x/serverless.yml", "dev", {})
+    assert str(e.value) == (
+        "services/x/serverless.yml: osls package failed (exit 1): No file matches include / exclude patterns"
     )
 
 
