@@ -33,11 +33,12 @@ SHOWN_LINES = 5
 def find_framework(
     folder: Path, root: Path, configured: str | None = None, path: str | None = None
 ) -> Path | None:
-    """The framework a service runs; None when there is none (or no Node.js to run it).
+    """The framework a service runs; None when there is none.
 
     `configured` (phases.yml's `framework:`) is a command on PATH or a file relative to `root`; otherwise the
-    first `node_modules/.bin/serverless` or `osls` from the service's `folder` up to the app's `root`, else
-    `serverless` or `osls` on PATH. `path`: the PATH to search (the process's by default).
+    first `node_modules/.bin/serverless` or `osls` from the service's `folder` up to the app's `root` (when
+    Node.js is on PATH to run it), else `serverless` or `osls` on PATH. `path`: the PATH to search (the
+    process's by default).
     """
     path = os.environ.get("PATH", "") if path is None else path
     if configured:
@@ -46,9 +47,8 @@ def find_framework(
         if found is None:
             raise PhasedoitError(f"phases.yml: framework: no program {configured!r} on PATH or in {root}")
         return Path(found)
-    if shutil.which("node", path=path) is None:
-        return None  # the framework's scripts start with `#!/usr/bin/env node`
-    for directory in (folder, *folder.parents):
+    # a project's node_modules/.bin scripts start with `#!/usr/bin/env node`
+    for directory in (folder, *folder.parents) if shutil.which("node", path=path) else ():
         for name in EXECUTABLES:
             found = shutil.which(directory / "node_modules" / ".bin" / name)
             if found:

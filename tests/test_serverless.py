@@ -417,6 +417,7 @@ def monorepo_with_programs(tmp_path: Path) -> Path:
     """An app whose root and one service have the framework in node_modules; PATH has node and serverless."""
     _program(tmp_path / "bin" / "node")
     _program(tmp_path / "bin" / "serverless")
+    _program(tmp_path / "without-node" / "osls")
     _program(tmp_path / "app" / "node_modules" / ".bin" / "osls")
     _program(tmp_path / "app" / "services" / "own" / "node_modules" / ".bin" / "serverless")
     (tmp_path / "app" / "services" / "shared").mkdir(parents=True)
@@ -428,7 +429,8 @@ def monorepo_with_programs(tmp_path: Path) -> Path:
     [
         ("own", "bin", "app/services/own/node_modules/.bin/serverless"),
         ("shared", "bin", "app/node_modules/.bin/osls"),
-        ("shared", "nowhere", None),  # no node: the framework's scripts cannot run
+        ("own", "without-node", "without-node/osls"),  # no node: node_modules/.bin scripts cannot run
+        ("own", "nowhere", None),
     ],
 )
 def test_find_framework(monorepo_with_programs: Path, service: str, path: str, found: str | None) -> None:

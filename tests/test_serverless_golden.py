@@ -81,10 +81,11 @@ class Framework:
 
 
 @pytest.fixture(scope="session")
-def framework(moto_server: Moto) -> Iterator[dict[Case, Framework]]:
+def framework(request: pytest.FixtureRequest) -> Iterator[dict[Case, Framework]]:
     """`print` and `package` of every case, run once; two folders at a time, never one folder twice at once
     (the framework packages in the service's `.serverless` folder, then moves it)."""
-    executable = osls()
+    executable = osls()  # before the moto server starts: skipped at once without Node.js
+    moto_server: Moto = request.getfixturevalue("moto_server")
     moto_server.reset()
     _aws_the_fixtures_read(moto_server)
     with pytest.MonkeyPatch.context() as env:
