@@ -1,12 +1,17 @@
-"""Read a Serverless Framework service (`serverless.yml`) for its stack name, exports and imports only.
+"""Read a Serverless Framework service (`serverless.yml`) for its stack name, exports and imports.
 
-Serverless' own variables (`${opt:stage}`, `${self:...}`, `${file(...):...}`, ...) are resolved the way the
-Serverless Framework does, for the stage phasedoit deploys (it plays `--stage`). CloudFormation's own
-`${...}` (in `Fn::Sub`) are left for `templates.resolve`.
+Serverless' own variables (`${opt:stage}`, `${self:...}`, `${file(...):...}`, ...) are resolved as the
+Serverless Framework v3 (and osls, its open-source fork) resolves them, for the stage phasedoit deploys (it
+plays `--stage`, and `--region` when the stage has one): one property at a time, each when it is first needed.
+A file's content replaces the property that includes it, then its own variables are resolved as properties of
+the service, so `${self:custom.stage}` inside `custom: ${file(../common.yml):custom}` means the service's
+`custom.stage`. CloudFormation's own `${...}` (in `Fn::Sub`) are left for `templates.resolve`.
+tests/test_serverless_golden.py compares this with the framework's own `print` and `package`.
 """
 
 from __future__ import annotations
 
+import copy
 import posixpath
 import re
 from collections.abc import Mapping
@@ -19,6 +24,8 @@ from phasedoit.errors import PhasedoitError
 from phasedoit.templates import Dependencies, collect_dependencies
 
 CONFIG_NAMES = ("serverless.yml", "serverless.yaml", "serverless.json")
+# Serverless gives up on a value whose variables resolve to more variables this many times over.
+MAX_NEST = 10
 
 
 @dataclass(frozen=True)
@@ -28,34 +35,111 @@ class ServerlessService:
     files: tuple[Path, ...] = field(default=(), compare=False)  # what its `${file(...)}` variables read
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A service's configuration with its variables resolved (those that could not be stay as written)."""
+
+    config: dict[str, Any]
+    warnings: tuple[str, ...]
+    files: tuple[Path, ...]  # what its `${file(...)}` variables read
+
+
 def read_serverless(
     path: Path, shown: str, *, stage: str, values: Mapping[str, str], env: Mapping[str, str]
 ) -> ServerlessService:
     """`values`: known pseudo parameters (`AWS::Region`, ...); `env`: the environment `${env:X}` reads."""
+    resolved = resolve_config(path, shown, stage=stage, values=values, env=env)
+    config = resolved.config
+    stack_name = _stack_name(config, shown, stage)
+    # Serverless names the stack; `${AWS::StackName}` in a Sub is therefore known here.
+    known = {**values, "AWS::StackName": stack_name}
+    outputs = stack_outputs(config, _service_name(config, shown), stage)
+    deps = collect_dependencies(outputs, "resources.Outputs", config, known, shown)
+    dependencies = _still_variables(deps, list(resolved.warnings), shown)
+    return ServerlessService(stack_name, dependencies, resolved.files)
+
+
+def resolve_config(
+    path: Path, shown: str, *, stage: str, values: Mapping[str, str], env: Mapping[str, str]
+) -> Resolved:
+    """The configuration in `path` as the framework resolves it for `--stage stage`."""
     raw = yamlfile.load(path, shown, cloudformation=True)
     if not isinstance(raw, dict):
         raise PhasedoitError(f"{shown}: not a Serverless Framework config (not a mapping)")
     resolver = _Resolver(raw, path.parent, shown=shown, stage=stage, values=values, env=env)
-    config = resolver.resolve(raw, f"{shown}: ")
-    stack_name = _stack_name(config, shown, stage)
-    # Serverless names the stack; `${AWS::StackName}` in a Sub is therefore known here.
-    known = {**values, "AWS::StackName": stack_name}
-    deps = collect_dependencies(_outputs(config.get("resources")), "resources.Outputs", config, known, shown)
-    dependencies = _still_variables(deps, resolver.warnings, shown)
-    return ServerlessService(stack_name, dependencies, tuple(resolver.files))
+    resolver.resolve_tree((), strict=False)
+    return Resolved(resolver.config, tuple(dict.fromkeys(resolver.warnings)), tuple(resolver.files))
 
 
-def _stack_name(config: dict[str, Any], shown: str, stage: str) -> str:
-    provider = config.get("provider")
-    if isinstance(provider, dict) and isinstance(provider.get("stackName"), str):
-        return str(provider["stackName"])
+def _service_name(config: dict[str, Any], shown: str) -> str:
     service = config.get("service")
     # Serverless v1 allowed `service: {name: ...}`.
     if isinstance(service, dict):
         service = service.get("name")
     if not isinstance(service, str) or "${" in service:
         raise PhasedoitError(f"{shown}: service: needs a name (a string), got {service!r}")
-    return f"{service}-{stage}"
+    return service
+
+
+def _stack_name(config: dict[str, Any], shown: str, stage: str) -> str:
+    provider = config.get("provider")
+    if isinstance(provider, dict) and isinstance(provider.get("stackName"), str):
+        return str(provider["stackName"])
+    return f"{_service_name(config, shown)}-{stage}"
+
+
+def stack_outputs(config: dict[str, Any], service: str, stage: str) -> dict[str, Any]:
+    """The Outputs of the stack the framework packages: its own, then `resources`' merged over them.
+
+    The framework exports each of its own outputs as `sls-<service>-<stage>-<output>`, before it merges
+    `resources`: an output of `resources` without an `Export` has none.
+    """
+    outputs: dict[str, Any] = {
+        name: {"Export": {"Name": f"sls-{service}-{stage}-{name}"}} for name in framework_outputs(config)
+    }
+    for name, output in _outputs(config.get("resources")).items():
+        mine = outputs.get(name)
+        outputs[name] = {**mine, **output} if isinstance(mine, dict) and isinstance(output, dict) else output
+    return outputs
+
+
+def framework_outputs(config: Mapping[str, Any]) -> list[str]:
+    """The Outputs the framework adds for the functions, layers and APIs of `config` (their names only)."""
+    provider = _mapping(config.get("provider"))
+    functions = _mapping(config.get("functions"))
+    names = ["ServerlessDeploymentBucketName"]
+    events: set[str] = set()
+    for function_name, settings in functions.items():
+        function = _mapping(settings)
+        versioned = function.get("versionFunction", provider.get("versionFunctions", True))
+        if versioned is not False:
+            names.append(f"{_logical_name(function_name)}LambdaFunctionQualifiedArn")
+        if function.get("url"):
+            names.append(f"{_logical_name(function_name)}LambdaFunctionUrl")
+        listed = function.get("events")
+        for event in listed if isinstance(listed, list) else ():
+            events.update(event if isinstance(event, dict) else ())
+    if "httpApi" in events and not _mapping(provider.get("httpApi")).get("id"):
+        names += ["HttpApiId", "HttpApiUrl"]
+    if "http" in events:
+        names.append("ServiceEndpoint")
+    if "websocket" in events:
+        names.append("ServiceEndpointWebsocket")
+    if "cloudFront" in events:
+        names += ["CloudFrontDistribution", "CloudFrontDistributionDomainName"]
+    for layer in _mapping(config.get("layers")):
+        names += [f"{_logical_name(layer)}LambdaLayer{end}" for end in ("QualifiedArn", "Hash", "S3Key")]
+    return names
+
+
+def _logical_name(name: str) -> str:
+    """The framework's `getNormalizedFunctionName`: `get-user_v2` is `GetDashuserUnderscorev2`."""
+    name = name.replace("-", "Dash").replace("_", "Underscore")
+    return name[:1].upper() + name[1:]
+
+
+def _mapping(node: Any) -> dict[str, Any]:
+    return node if isinstance(node, dict) else {}
 
 
 def _outputs(resources: Any) -> dict[str, Any]:
@@ -97,6 +181,7 @@ _Part = str | _Variable
 _SERVERLESS_SOURCE = re.compile(r"\s*(\w+\(|\w+:(?!:))")
 _QUOTED = re.compile(r"""\s*(?:'([^']*)'|"([^"]*)")\s*""")
 _NUMBER = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*")
+_LITERALS = {"true": True, "false": False}
 
 
 def _parse(text: str, start: int = 0, nested: bool = False) -> tuple[list[_Part], int]:
@@ -117,6 +202,10 @@ def _parse(text: str, start: int = 0, nested: bool = False) -> tuple[list[_Part]
         i = literal = end + 1
     parts.append(text[literal:i])
     return _merge_text(parts), i
+
+
+def _has_variables(node: Any) -> bool:
+    return isinstance(node, str) and "${" in node and any(isinstance(p, _Variable) for p in _parse(node)[0])
 
 
 def _merge_text(parts: list[_Part]) -> list[_Part]:
@@ -148,19 +237,66 @@ def _split_fallbacks(parts: list[_Part]) -> list[list[_Part]]:
 
 
 class _Missing(Exception):
-    """A variable without a value. `quiet`: one Serverless resolves at deploy time (ssm, cf, ...)."""
+    """A variable without a value.
 
-    def __init__(self, reason: str, *, quiet: bool = False, fatal: bool = False) -> None:
+    `final`: no fallback is tried (the value exists but is not known here, or the reference is circular);
+    `quiet`: no warning (Serverless resolves it at deploy time, or the property it needs has its warning).
+    """
+
+    def __init__(self, reason: str, *, quiet: bool = False, final: bool = False, fatal: bool = False) -> None:
         super().__init__(reason)
         self.quiet = quiet
+        self.final = final or quiet
         self.fatal = fatal
         self.variable = ""  # the innermost variable that failed
 
 
+def _deploy_time(reason: str) -> _Missing:
+    return _Missing(reason, quiet=True)
+
+
+Key = str | int
+Where = tuple[Key, ...]
+
+
+def _get(node: Any, where: Where) -> Any:
+    for key in where:
+        node = node[key]
+    return node
+
+
+def _step(node: Any, key: str) -> Key | None:
+    """`key` of an address as a key of `node`: a mapping's key, or a list's index; None when absent."""
+    if isinstance(node, dict) and node.get(key) is not None:
+        return key
+    if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+        return int(key)
+    return None
+
+
+def _name(where: Where) -> str:
+    """`custom.stage`, `resources[1].Outputs`: a property as the user reads it."""
+    text = ""
+    for key in where:
+        text += f"[{key}]" if isinstance(key, int) else f".{key}" if text else key
+    return text
+
+
+def _as_text(value: Any) -> str:
+    """A value inside a string, as the framework (JavaScript) writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 class _Resolver:
+    """Resolves the properties of one configuration in place, each once, each when first needed."""
+
     def __init__(
         self,
-        root: dict[str, Any],
+        config: dict[str, Any],
         service_dir: Path,
         *,
         shown: str,
@@ -168,32 +304,64 @@ class _Resolver:
         values: Mapping[str, str],
         env: Mapping[str, str],
     ) -> None:
-        self.root, self.service_dir, self.shown = root, service_dir, shown
+        self.config, self.service_dir, self.shown = config, service_dir, shown
         self.stage, self.values, self.env = stage, values, env
         self.warnings: list[str] = []
-        self.resolving: set[str] = set()  # `self:` addresses being resolved, to catch circular ones
+        self.done: set[Where] = set()
+        self.failed: set[Where] = set()
+        self.resolving: list[Where] = []  # the properties being resolved, innermost last
+        self.origins: dict[Where, str] = {}  # properties whose value a file gave: that file, for messages
         self.files: dict[Path, Any] = {}
 
-    def resolve(self, node: Any, where: str) -> Any:
-        """`node` with every Serverless variable replaced; unresolved ones stay as written, with a warning."""
-        if isinstance(node, str):
-            return self.resolve_string(node, where)
-        if isinstance(node, dict):
-            return {key: self.resolve(value, _join(where, str(key))) for key, value in node.items()}
-        if isinstance(node, list):
-            return [self.resolve(value, f"{where}[{i}]") for i, value in enumerate(node)]
-        return node
+    def resolve_tree(self, where: Where, *, strict: bool) -> None:
+        """Every property at and under `where`; `strict`: one that could not be resolved raises."""
+        self.resolve_property(where, strict=strict)
+        node = _get(self.config, where)
+        keys = list(node) if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
+        for key in keys:
+            self.resolve_tree((*where, key), strict=strict)
 
-    def resolve_string(self, text: str, where: str) -> Any:
-        if "${" not in text:
-            return text
-        parts, _ = _parse(text)
+    def resolve_property(self, where: Where, *, strict: bool) -> None:
+        """Replace the string at `where` by its value; one that cannot be resolved stays as written."""
+        if where in self.resolving:
+            cycle = self.resolving[self.resolving.index(where) :]
+            if len(cycle) == 1:
+                raise _Missing(f"{_name(where)} refers to itself", final=True)
+            raise _Missing(f"circular: {', '.join(map(_name, [*cycle, where]))}", final=True)
+        if where in self.failed and strict:
+            raise _Missing(f"{_name(where)} is not resolved", quiet=True)  # it has its own warning
+        text = _get(self.config, where)
+        if where in self.done or not _has_variables(text):
+            return
+        self.resolving.append(where)
         try:
-            return self.join(parts)
+            value = self.resolve_text(text)
         except _Missing as e:
+            self.failed.add(where)
             if not e.quiet:
-                self.warnings.append(f"{where}: cannot resolve {e.variable or text} ({e})")
-            return text
+                self.warn(where, f"cannot resolve {e.variable or text} ({e})")
+            if strict:
+                raise _Missing(f"{_name(where)} is not resolved", quiet=True) from None
+            return
+        finally:
+            self.resolving.pop()
+            self.done.add(where)
+        if where:
+            _get(self.config, where[:-1])[where[-1]] = value
+
+    def resolve_text(self, text: str) -> Any:
+        """The value of a string; a file's text may hold variables in turn."""
+        for _ in range(MAX_NEST):
+            value = self.join(_parse(text)[0])
+            if not _has_variables(value):
+                return value
+            text = value
+        raise _Missing("its variables resolve to variables too many times over")
+
+    def warn(self, where: Where, message: str) -> None:
+        origin = max((w for w in self.origins if where[: len(w)] == w), key=len, default=None)
+        written = f" (from {self.origins[origin]})" if origin is not None else ""
+        self.warnings.append(f"{self.shown}: {_name(where)}{written}: {message}")
 
     def join(self, parts: list[_Part]) -> Any:
         """The value of `parts`: a lone variable keeps its type (a mapping, a list), else a string."""
@@ -207,7 +375,7 @@ class _Resolver:
             missing = _Missing("a mapping or list cannot be part of a string")
             missing.variable = variable.text
             raise missing
-        return str(value)
+        return _as_text(value)
 
     def variable(self, variable: _Variable) -> Any:
         pieces = _split_fallbacks(variable.parts)
@@ -217,6 +385,8 @@ class _Resolver:
                 return self.piece(piece, fallback=i > 0)
             except _Missing as e:
                 first = first or e
+                if e.final:
+                    break
         assert first is not None  # there is always a first piece
         first.variable = first.variable or variable.text
         if first.fatal:
@@ -231,46 +401,81 @@ class _Resolver:
         if fallback and (quoted := _QUOTED.fullmatch(text)):
             return quoted[1] if quoted[1] is not None else quoted[2]
         if fallback and (number := _NUMBER.fullmatch(text)):
-            return number[1]
+            return float(number[1]) if "." in number[1] else int(number[1])
+        if fallback and text.strip() in _LITERALS:
+            return _LITERALS[text.strip()]
         return self.source(text.strip())
 
     def source(self, address: str) -> Any:
         source, _, rest = address.partition(":")
         if source.startswith("file("):
             return self.file(address)
-        if source in ("opt", "sls") and rest == "stage":
-            return self.stage
         if source == "self":
-            return self.self_path(rest)
+            return self.lookup(rest.split(".") if rest else [])
         if source == "env":
             if rest not in self.env:
                 raise _Missing(f"environment variable {rest} is not set")
             return self.env[rest]
-        if source == "aws" and rest in ("region", "accountId"):
-            return self._pseudo("AWS::Region" if rest == "region" else "AWS::AccountId")
+        if source == "param":
+            return self.param(rest)
+        return self.option(source, rest)
+
+    def option(self, source: str, rest: str) -> Any:
+        """`opt:`, `sls:` and `aws:`: what phasedoit passes the framework (`--stage`, `--region`), or AWS."""
+        if rest == "stage" and source in ("opt", "sls"):
+            return self.stage
+        if rest == "region" and source in ("opt", "aws") and "AWS::Region" in self.values:
+            return self.values["AWS::Region"]  # phasedoit passes the stage's region as `--region`
+        if (source, rest) == ("aws", "region"):
+            return self.default_region()
+        if (source, rest) == ("aws", "accountId"):
+            if "AWS::AccountId" in self.values:
+                return self.values["AWS::AccountId"]
+            raise _deploy_time("the account is known at deploy time")
         if source in ("opt", "sls", "aws"):
             raise _Missing(f"phasedoit knows no {source}:{rest}")
-        raise _Missing(f"{source}: is resolved by Serverless at deploy time", quiet=True)
+        raise _deploy_time(f"{source}: is resolved by Serverless at deploy time")
 
-    def _pseudo(self, name: str) -> str:
-        if name not in self.values:
-            raise _Missing(f"{name} is not known before deploy")
-        return self.values[name]
-
-    def self_path(self, address: str) -> Any:
-        if address in self.resolving:
-            raise _Missing(f"self:{address} refers to itself")
-        self.resolving.add(address)
+    def default_region(self) -> Any:
+        """`${aws:region}` without `--region`: `provider.region`, else the framework's default."""
         try:
-            return _navigate(self.root, address, self, f"{self.shown}: ")
-        finally:
-            self.resolving.discard(address)
+            return self.lookup(["provider", "region"])
+        except _Missing as e:
+            if e.final:
+                raise
+            return "us-east-1"
+
+    def param(self, name: str) -> Any:
+        """`${param:name}`: the stage's `params.<stage>.name`, else `params.default.name`."""
+        for stage in (self.stage, "default"):
+            try:
+                return self.lookup(["params", stage, name])
+            except _Missing as e:
+                if e.final:
+                    raise
+        raise _Missing(f"no params.{self.stage}.{name} nor params.default.{name}")
+
+    def lookup(self, keys: list[str]) -> Any:
+        """`${self:a.b}`: the value at `a.b`, resolving the properties on the way there and under it."""
+        where: Where = ()
+        for key in keys:
+            self.resolve_property(where, strict=True)
+            step = _step(_get(self.config, where), key)
+            if step is None:
+                raise _Missing(f"{self.shown}: {_name((*where, key))} does not exist")
+            where = (*where, step)
+        self.resolve_tree(where, strict=True)
+        value = _get(self.config, where)
+        if value is None:
+            raise _Missing(f"{self.shown}: {_name(where)} is empty")
+        return copy.deepcopy(value)
 
     def file(self, address: str) -> Any:
         match = re.fullmatch(r"file\(\s*['\"]?([^'\")]+?)['\"]?\s*\)(?::(.*))?", address)
         if not match:
             raise _Missing(f"cannot read {address}")
         relative, key = match[1], match[2] or ""
+        # the framework reads every file(...) relative to the service's folder, even inside another file
         shown = posixpath.normpath(posixpath.join(posixpath.dirname(self.shown), relative))
         path = self.service_dir / relative
         if path.suffix not in (".yml", ".yaml", ".json"):
@@ -279,28 +484,17 @@ class _Resolver:
             raise _Missing(f"no file {shown}", fatal=True)
         if path not in self.files:
             self.files[path] = yamlfile.load(path, shown, cloudformation=True)
-        return _navigate(self.files[path], key, self, f"{shown}: ")
-
-
-def _navigate(node: Any, address: str, resolver: _Resolver, where: str) -> Any:
-    """The value at dotted `address` in `node`, resolving variables on the way (a key may hold a file).
-
-    `where` is `file: ` of `node`, for messages.
-    """
-    for key in filter(None, address.split(".")):
-        node = resolver.resolve(node, where) if isinstance(node, str) else node
-        where = _join(where, key)
-        if isinstance(node, dict) and node.get(key) is not None:
-            node = node[key]
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
-            node = node[int(key)]
-        else:
-            raise _Missing(f"{where} does not exist")
-    if node is None:
-        raise _Missing(f"{where} is empty")
-    return resolver.resolve(node, where)
-
-
-def _join(where: str, key: str) -> str:
-    """`where` is `file: key.path`; a top-level key follows `file: ` directly."""
-    return f"{where}{key}" if where.endswith(": ") else f"{where}.{key}"
+        node, found = self.files[path], ""
+        for part in filter(None, key.split(".")):
+            # on the way to the address, a string is resolved (as the property that includes the file)
+            node = self.resolve_text(node) if _has_variables(node) else node
+            step = _step(node, part)
+            found = f"{found}.{part}" if found else part
+            if step is None:
+                raise _Missing(f"{shown}: {found} does not exist")
+            node = node[step]
+        if node is None:
+            raise _Missing(f"{shown}: {found} is empty")
+        if isinstance(node, (dict, list)) and self.resolving:
+            self.origins[self.resolving[-1]] = shown
+        return copy.deepcopy(node)
