@@ -55,6 +55,9 @@ def deploy_service(plan: ServicePlan, target: Target, run: str, task: Any) -> di
 
 def remove_service(plan: ServicePlan, target: Target, alone: bool) -> TaskFailed | None:
     say = _say(plan.name)
+    if plan.skip:
+        say(f"skipped ({plan.skip})")
+        return None
     deployer = deployers.get(plan.deployer)
     try:
         where = resolve_target(target)

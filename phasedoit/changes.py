@@ -261,6 +261,9 @@ class UpToDate(UptodateCalculator):  # type: ignore[misc]
 
     def __call__(self, task: Any, values: Mapping[str, Any]) -> bool:
         verdict: Verdict = task.meta["phasedoit"]
+        if self.plan.skip:
+            verdict.skipped = self.plan.skip
+            return True
         try:
             listing = remote_listing(self.target)
         except PhasedoitError as e:

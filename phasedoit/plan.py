@@ -40,7 +40,9 @@ class Plan(DoitCmdBase):  # type: ignore[misc]
 def _line(verdict: Verdict, deploying: set[str]) -> str:
     service, reasons = verdict.service, verdict.reasons
     waits = [upstream for upstream in verdict.upstreams if upstream in deploying]
-    if reasons:
+    if verdict.skipped:
+        status = f"skipped: {verdict.skipped}"
+    elif reasons:
         deploying.add(service)
         status = f"deploys: {'; '.join(reasons)}"
     elif waits:

@@ -49,6 +49,7 @@ class ServicePlan:
     always: str | None = None  # why it deploys on every run (values read at deploy time)
     adopt: bool = False  # take over its stack if it exists without phasedoit's tags (`adopt=<service>`)
     exports: Mapping[str, str] = field(default_factory=dict)  # export name -> digest of its definition
+    skip: str | None = None  # why it is not deployed to this target (nor are its importers)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def plan_stage(
         imports[edge.importer] += ((edge.export, edge.exporter),)
     phase_of = {service: phase for phase in phases for service in phase.services}
     adopted = select_services(app, "adopt", adopt)
+    skipped = _skipped(phases, {name: r.skip for name, r in rendered.items()}, imports)
     services = {
         name: ServicePlan(
             name=name,
@@ -114,6 +116,7 @@ def plan_stage(
             always=r.always,
             adopt=bool({name, "all"} & adopted),
             exports=r.exports,
+            skip=skipped.get(name),
         )
         for name, r in rendered.items()
     }
@@ -132,6 +135,21 @@ def plan_stage(
         confirmed=yes == "1",
         run=uuid.uuid4().hex,
     )
+
+
+def _skipped(
+    phases: tuple[Phase, ...],
+    skips: Mapping[str, str | None],
+    imports: Mapping[str, tuple[tuple[str, str], ...]],
+) -> dict[str, str]:
+    """The services that cannot deploy to the target, and those that import from them, with why."""
+    skipped = {name: why for name, why in skips.items() if why}
+    for phase in phases:  # exporters come first
+        for name in phase.services:
+            upstream = next((exporter for _, exporter in imports[name] if exporter in skipped), None)
+            if upstream and name not in skipped:
+                skipped[name] = f"it imports from {upstream}, which is skipped"
+    return skipped
 
 
 def _check_stack_names(rendered: Mapping[str, Any]) -> None:

@@ -41,8 +41,12 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]
         service = _service(task)
         if service:
             self._header(service)
-            self.write(f"{service.service}: up to date\n")
-            self.counts["up to date"] += 1
+            if service.skipped:
+                self.write(f"{service.service}: skipped ({service.skipped})\n")
+                self.counts["skipped"] += 1
+            else:
+                self.write(f"{service.service}: up to date\n")
+                self.counts["up to date"] += 1
 
     def add_success(self, task: Any) -> None:
         if _service(task):
@@ -60,7 +64,7 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]
         for error in self.runtime_errors:
             sys.stderr.write(f"{error}\n")
         if self.counts:
-            order = ["deployed", "removed", "up to date", "failed", "not started"]
+            order = ["deployed", "removed", "up to date", "skipped", "failed", "not started"]
             parts = [f"{self.counts[key]} {key}" for key in order if key in self.counts]
             self.write(f"{', '.join(parts)} ({time.monotonic() - self.started:.1f}s)\n")
 

@@ -67,6 +67,7 @@ class Verdict:
     fingerprint: str | None = None  # the tag the deploy puts on the stack
     reasons: list[str] = field(default_factory=list)  # why it deploys; none when up to date
     error: str | None = None  # the check could not run (the listing failed): the deploy reports it
+    skipped: str | None = None  # why it is not deployed to this target at all
 
 
 def value_hash(value: str) -> str:

@@ -45,7 +45,7 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
                 }
             )
         members = [f"deploy:{s}" for s in phase.services]
-        tasks.append(_phase_group("deploy", phase, members, _upstreams(plan)))
+        tasks.append(_phase_group("deploy", phase, members, _notes(plan)))
     deploying = _run_by(tasks, requested)
     checks: list[Task] = []
     external = [(importer, export) for importer, export in plan.external_imports if importer in deploying]
@@ -152,8 +152,13 @@ def _check(plan: StagePlan, name: str) -> UpToDate:
     return UpToDate(service, plan.target, plan.run, forced, on_stack)
 
 
-def _upstreams(plan: StagePlan) -> dict[str, tuple[str, ...]]:
-    return {name: service.upstreams for name, service in plan.services.items()}
+def _notes(plan: StagePlan) -> dict[str, str]:
+    """What `doit list` says of each service: what it waits for, and whether it is skipped here."""
+    notes = {}
+    for name, service in plan.services.items():
+        after = f"after {', '.join(service.upstreams)}" if service.upstreams else ""
+        notes[name] = "; ".join(filter(None, [after, "skipped: " + service.skip if service.skip else ""]))
+    return notes
 
 
 def _check_exports(plan: StagePlan, imports: list[tuple[str, str]]) -> Task:
@@ -165,10 +170,8 @@ def _check_exports(plan: StagePlan, imports: list[tuple[str, str]]) -> Task:
     }
 
 
-def _phase_group(
-    verb: str, phase: Phase, members: list[str], upstreams: Mapping[str, tuple[str, ...]]
-) -> Task:
-    services = [f"{s} (after {', '.join(upstreams[s])})" if upstreams.get(s) else s for s in phase.services]
+def _phase_group(verb: str, phase: Phase, members: list[str], notes: Mapping[str, str]) -> Task:
+    services = [f"{s} ({notes[s]})" if notes.get(s) else s for s in phase.services]
     return {
         "basename": f"{verb}-{phase.number}",
         "doc": f"{verb} {phase.label}: {', '.join(services)}",

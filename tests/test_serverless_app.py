@@ -15,7 +15,7 @@ from doit.dependency import Dependency, SqliteDB
 from doit.exceptions import TaskFailed
 from doit.task import Task
 
-from phasedoit import actions, changes
+from phasedoit import actions, changes, local
 from phasedoit.changes import Fingerprint
 from phasedoit.config import load_config
 from phasedoit.deployers.serverless import ServerlessRun
@@ -360,3 +360,48 @@ def test_serverless_guards_with_an_endpoint_in_phases_yml(
     )
     assert result.stderr.splitlines()[-1] == expected
     assert not (tmp_path / "log").exists()
+
+
+def test_serverless_services_are_skipped_on_the_local_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's CloudFormation services deploy locally; a Serverless one is skipped, and so are its importers."""
+    for name in [n for n in os.environ if n.startswith(("AWS_", "PHASEDOIT_"))]:
+        monkeypatch.delenv(name)
+    exporting_job = IMPORTER + "resources: {Outputs: {J: {Value: j, Export: {Name: '${sls:stage}-J'}}}}\n"
+    write(tmp_path / "app" / "services" / "job" / "serverless.yml", exporting_job)
+    write(tmp_path / "app" / "services" / "api" / "template.yml", EXPORTER)
+    write(tmp_path / "app" / "services" / "other" / "template.yml", TEMPLATE)
+    write(
+        tmp_path / "app" / "services" / "after" / "template.yml",
+        TEMPLATE + "Outputs: {B: {Value: !ImportValue dev-J}}\n",
+    )
+    write(tmp_path / "app" / "phases.yml", "app: shop\nstages: {dev: {endpoint: local}}\n")
+    app = copy_app(tmp_path / "app", tmp_path / "copy")
+    try:
+        listed = doit(app, "list")
+        assert listed.stdout.splitlines()[1:3] == [
+            "deploy-1   deploy phase 1: api, other",
+            "deploy-2   deploy phase 2: job (after api; skipped: the Serverless Framework deploys to AWS only, not to the local endpoint)",
+        ]
+        plan = doit(app, "plan")
+        assert plan.stdout.splitlines() == [
+            "2 of 4 services would deploy",
+            "phase 1",
+            "  api                    deploys: never deployed",
+            "  other                  deploys: never deployed",
+            "phase 2",
+            "  job                    skipped: the Serverless Framework deploys to AWS only, not to the local endpoint",
+            "phase 3",
+            "  after                  skipped: it imports from job, which is skipped",
+        ]
+        result = doit(app, "-n", "2", "deploy")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1].startswith("2 deployed, 2 skipped (")
+        assert (
+            "job: skipped (the Serverless Framework deploys to AWS only, not to the local endpoint)"
+            in result.stdout.splitlines()
+        )
+        assert "after: skipped (it imports from job, which is skipped)" in result.stdout.splitlines()
+    finally:
+        local.stop_endpoint(app / ".phasedoit")

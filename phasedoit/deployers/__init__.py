@@ -71,6 +71,7 @@ class Rendered:
     watched: tuple[Watched, ...] = ()
     always: str | None = None
     exports: Mapping[str, str] = field(default_factory=dict)  # export name -> digest of its definition
+    skip: str | None = None  # why it cannot deploy to the stage's target (and is skipped, with its importers)
 
 
 class Deployer(Protocol):

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from phasedoit.planning import ServicePlan
 
 FINGERPRINT_ON_STACK = False
+LOCAL = "the Serverless Framework deploys to AWS only, not to the local endpoint"
 INSTALL = "npm install -g serverless"
 
 
@@ -60,6 +61,7 @@ def render(context: Context, service: Service) -> Rendered:
         dependencies=found.dependencies,
         files={},
         settings=digest([FORMAT, stage, where.region, where.account]),
+        skip=LOCAL if where.local else None,
         watched=(Watched(str(folder), "", tuple(service.settings.exclude), str(app.root)), *included),
     )
 
