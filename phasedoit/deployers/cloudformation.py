@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from phasedoit import templates
+from phasedoit import intrinsics, templates
 from phasedoit.config import CONFIG_NAME
 from phasedoit.deployers import FORMAT, Context, Rendered, Say, no_guard, pseudo_parameters
 from phasedoit.errors import PhasedoitError
@@ -77,8 +77,8 @@ def export_definitions(template: dict[str, Any], known: Mapping[str, str]) -> di
         if not isinstance(export, dict) or "Name" not in export:
             continue
         try:
-            definitions[templates.resolve(export["Name"], known)] = digest(output.get("Value"))
-        except templates.UnresolvedError:
+            definitions[intrinsics.resolve(export["Name"], known)] = digest(output.get("Value"))
+        except intrinsics.UnresolvedError:
             continue  # a warning already says it
     return definitions
 
