@@ -116,7 +116,6 @@ def find_dependencies(template: Mapping[str, Any], values: Mapping[str, str], sh
         template,
         known,
         shown,
-        conditions=template.get("Conditions"),
         deferred=deploy_time_parameters(template),
         absent=missing_parameters(template, values),
     )
@@ -135,10 +134,13 @@ def collect_dependencies(
 ) -> Dependencies:
     """Exports of the `outputs` mapping (found at `outputs_key`) and imports anywhere in `document`.
 
-    `conditions`: the `Conditions` mapping that `Condition:` keys and `Fn::If` name; `deferred`: parameters
+    `conditions`: the `Conditions` mapping that `Condition:` keys and `Fn::If` name (by default the
+    document's own, as in a template: a Serverless config's are under `resources`); `deferred`: parameters
     whose value CloudFormation reads when it deploys; `absent`: parameters with no value at all, whose
     consequences are reported once elsewhere.
     """
+    if conditions is None and isinstance(document, dict):
+        conditions = document.get("Conditions")
     reader = _Reader(Scope(known, conditions, deferred), shown, absent)
     exports, conditional_exports = reader.resolve_all(_export_names(outputs, outputs_key), "Export.Name")
     imports, conditional_imports = reader.resolve_all(_imports(document, "", ()), "Fn::ImportValue")
