@@ -4,10 +4,12 @@ import pickle
 from pathlib import Path
 
 import pytest
+from mypy_boto3_cloudformation.type_defs import ParameterTypeDef
 
 from phasedoit.config import FromEnv, load_config
 from phasedoit.errors import PhasedoitError
 from phasedoit.parameters import Secret, fingerprinted, missing_parameters_message, resolve_parameter
+from tests.conftest import Moto
 
 WHERE = "phases.yml: services.db.parameters.DbPassword"
 
@@ -94,3 +96,13 @@ def test_env_form_errors(tmp_path: Path, parameters: str, message: str) -> None:
     with pytest.raises(PhasedoitError) as excinfo:
         load_config(_app(tmp_path, parameters))
     assert str(excinfo.value) == message
+
+
+def test_a_secret_reaches_cloudformation_as_its_value(moto: Moto) -> None:
+    """botocore serializes the str subclass as the text it holds (a real client, moto over HTTP)."""
+    cfn = moto.client()
+    body = '{"Parameters": {"P": {"Type": "String", "NoEcho": true}}, "Resources": {"T": {"Type": "AWS::SNS::Topic"}}}'
+    parameters: list[ParameterTypeDef] = [{"ParameterKey": "P", "ParameterValue": Secret("hunter2")}]
+    cfn.create_stack(StackName="secret-dev", TemplateBody=body, Parameters=parameters)
+    [stack] = cfn.describe_stacks(StackName="secret-dev")["Stacks"]
+    assert stack["Parameters"] == [{"ParameterKey": "P", "ParameterValue": "hunter2"}]
