@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from doit.exceptions import TaskFailed
 
-from phasedoit import graph, templates
+from phasedoit import graph, tasks, templates
 from phasedoit.config import load_config
 from phasedoit.errors import PhasedoitError
 from phasedoit.graph import Edge
@@ -189,3 +190,19 @@ def test_reflectoring_rds(capsys: pytest.CaptureFixture[str]) -> None:
         "service imports database-dev:EndpointAdress, which no service of this app exports and which does not"
         " exist in the target account/region (did you mean database-dev:EndpointAddress (database)?)"
     ]
+
+
+def test_a_near_miss_checked_against_the_account(tmp_path: Path, aws_env: dict[str, str]) -> None:
+    """The check before the first write (a real ListExports) names the app's export a stale name meant."""
+    shutil.copytree(CORPUS / "reflectoring-rds", tmp_path, dirs_exist_ok=True)
+    service = tmp_path / "rds-in-private-subnet" / "service.yml"
+    service.write_text(service.read_text().replace("'EndpointAddress'", "'EndpointAdress'"))
+    plan = plan_stage(load_config(tmp_path / "phases.yml"), "dev", aws_env)
+    [check] = [task for task in tasks.deploy_tasks(plan) if task["basename"] == tasks.CHECK_EXPORTS]
+    [(action, arguments)] = check["actions"]
+    failed = action(*arguments)
+    assert isinstance(failed, TaskFailed)
+    assert failed.message == (
+        "service imports database-dev:EndpointAdress, which no service of this app exports and which does not"
+        " exist in the target account/region (did you mean database-dev:EndpointAddress (database)?)"
+    )
