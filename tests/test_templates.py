@@ -9,6 +9,7 @@ import yaml
 from phasedoit import yamlfile
 from phasedoit.errors import PhasedoitError
 from phasedoit.intrinsics import Scope, Truth, Unknown
+from phasedoit.serverless import read_serverless
 from phasedoit.templates import (
     Conditional,
     Dependencies,
@@ -444,3 +445,42 @@ def test_defaults_as_cloudformation_reads_them() -> None:
         "Ratio": "0.5",
         "S": "x",
     }
+
+
+def test_serverless_resources_under_conditions(tmp_path: Path) -> None:
+    """A Serverless config's `resources` fragments hold its Conditions; its conditional imports are kept."""
+    (tmp_path / "serverless.yml").write_text(
+        "service: jobs\n"
+        "provider: {name: aws}\n"
+        "functions:\n"
+        "  run:\n"
+        "    handler: h.run\n"
+        "    environment:\n"
+        "      TOPIC: !If [Here, !ImportValue '${sls:stage}-Topic', '']\n"
+        "      BUS: !If [Elsewhere, !ImportValue '${sls:stage}-Bus', '']\n"
+        "      SOON: !If [Unknowable, !ImportValue '${sls:stage}-Later', '']\n"
+        "resources:\n"
+        "  - Conditions: {Here: !Equals ['${sls:stage}', dev]}\n"
+        "  - Conditions:\n"
+        "      Elsewhere: !Not [!Condition Here]\n"
+        "      Unknowable: !Equals [!Ref 'AWS::AccountId', '000000000000']\n"
+    )
+    found = read_serverless(
+        tmp_path / "serverless.yml", "jobs/serverless.yml", stage="dev", values={}, env={}
+    )
+    assert found.dependencies == Dependencies(
+        # the framework's own outputs, exported
+        exports=frozenset(
+            ["sls-jobs-dev-ServerlessDeploymentBucketName", "sls-jobs-dev-RunLambdaFunctionQualifiedArn"]
+        ),
+        imports=frozenset(["dev-Topic"]),
+        conditional_imports=(
+            Conditional(
+                "dev-Later",
+                "jobs/serverless.yml: functions.run.environment.SOON.Fn::If[1]",
+                '"dev-Later"',
+                "condition Unknowable is true",
+                "no known value for AWS::AccountId",
+            ),
+        ),
+    )
