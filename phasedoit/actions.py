@@ -69,15 +69,20 @@ def remove_service(plan: ServicePlan, target: Target, alone: bool) -> TaskFailed
     return None
 
 
-def check_exports(imports: list[tuple[str, str]], target: Target) -> TaskFailed | None:
-    """Imports from outside the app must exist before anything deploys: one ListExports listing."""
+def check_exports(
+    imports: list[tuple[str, str]], target: Target, exports: dict[str, str] | None = None
+) -> TaskFailed | None:
+    """Imports from outside the app must exist before anything deploys: one ListExports listing.
+
+    `exports`: the app's own, by name, with their services (for near misses).
+    """
     from phasedoit import cloudformation, graph
 
     try:
         existing = cloudformation.export_names(cloudformation.client(resolve_target(target)))
     except PhasedoitError as e:
         return TaskFailed(str(e))
-    missing = graph.missing_external_imports(imports, existing)
+    missing = graph.missing_external_imports(imports, existing, exports)
     return TaskFailed("\n".join(missing)) if missing else None
 
 

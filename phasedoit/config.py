@@ -33,6 +33,7 @@ SERVICE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 STACK_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
 REGION_RE = re.compile(r"[a-z]{2,4}(-[a-z]+)+-\d{1,2}")  # us-east-1, us-gov-west-1, eusc-de-east-1
 ACCOUNT_RE = re.compile(r"\d{12}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A template wins over a serverless.yml in the same folder.
 DEFINITION_NAMES = TEMPLATE_NAMES + SERVERLESS_NAMES
 # Settings phasedoit passes to CloudFormation itself: the Serverless Framework has its own for a stack.
@@ -87,14 +88,28 @@ def _text(value: Any) -> str:
     raise ValueError(f"expected a string, number or boolean, got {_brief(value)}")
 
 
-def _parameter_value(value: Any) -> str:
+@dataclass(frozen=True)
+class FromEnv:
+    """`{env: NAME}`: a parameter's value read from the environment when a stage is planned (secrets)."""
+
+    env: str
+
+
+def _parameter_value(value: Any) -> str | FromEnv:
+    if isinstance(value, dict) and "env" in value:
+        name = value["env"]
+        if len(value) > 1:
+            raise ValueError(f"{{env: NAME}} takes no other key, got {_brief(value)}")
+        if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
+            raise ValueError(f"{{env: NAME}} takes the name of an environment variable, got {_brief(name)}")
+        return FromEnv(name)
     if isinstance(value, list):
         return ",".join(_text(item) for item in value)  # a CommaDelimitedList
     return _text(value)
 
 
 Text = Annotated[str, BeforeValidator(_text)]
-ParameterValue = Annotated[str, BeforeValidator(_parameter_value)]
+ParameterValue = Annotated[str | FromEnv, BeforeValidator(_parameter_value)]
 
 
 class _Model(BaseModel):

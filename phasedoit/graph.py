@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from phasedoit.config import Phase
 from phasedoit.errors import PhasedoitError
-from phasedoit.templates import Dependencies
+from phasedoit.templates import Conditional, Dependencies
+
+# How alike a missing import and an export of the app must be for a "did you mean" (difflib's ratio).
+NEAR_MISS = 0.7
 
 
 @dataclass(frozen=True, order=True)
@@ -18,6 +22,8 @@ class Edge:
     importer: str
     exporter: str
     export: str
+    # the import or the export exists only if a condition unknown before deploy holds: ordered all the same
+    conditional: bool = False
 
 
 @dataclass(frozen=True)
@@ -25,33 +31,50 @@ class Graph:
     services: tuple[str, ...]  # in the user's order
     edges: tuple[Edge, ...]  # in the user's order of importers, then exporters, then export names
     external: tuple[tuple[str, str], ...]  # (importer, export) that no service of the app exports
+    # conditional imports that no service of the app exports: never checked, a warning each
+    unchecked: tuple[tuple[str, Conditional], ...] = ()
+    exports: tuple[tuple[str, str], ...] = ()  # (export, its service): every export of the app, by name
 
 
 def build_graph(dependencies: Mapping[str, Dependencies]) -> Graph:
-    """`dependencies` in the user's order; an export defined by two services is an error."""
+    """`dependencies` in the user's order; an export defined by two services unconditionally is an error."""
     exporters = _exporters(dependencies)
     order = {service: i for i, service in enumerate(dependencies)}
     edges: list[Edge] = []
     external: list[tuple[str, str]] = []
+    unchecked: list[tuple[str, Conditional]] = []
     for importer, deps in dependencies.items():
         for export in sorted(deps.imports):
             if export in exporters:
-                edges.append(Edge(importer, exporters[export], export))
+                edges.extend(Edge(importer, s, export, c) for s, c in exporters[export])
             else:
                 external.append((importer, export))
+        for found in deps.conditional_imports:
+            if found.name in exporters:
+                edges.extend(Edge(importer, s, found.name, True) for s, _ in exporters[found.name])
+            else:
+                unchecked.append((importer, found))
     edges.sort(key=lambda e: (order[e.importer], order[e.exporter], e.export))
-    return Graph(tuple(dependencies), tuple(edges), tuple(external))
+    exports = tuple((name, found[0][0]) for name, found in sorted(exporters.items()))
+    return Graph(tuple(dependencies), tuple(edges), tuple(external), tuple(unchecked), exports)
 
 
-def _exporters(dependencies: Mapping[str, Dependencies]) -> dict[str, str]:
-    exporters: dict[str, str] = {}
+def _exporters(dependencies: Mapping[str, Dependencies]) -> dict[str, list[tuple[str, bool]]]:
+    """Each export name's services, each with whether it exports it only under a condition.
+
+    Two conditional exports of one name may never both exist: an importer deploys after both.
+    """
+    exporters: dict[str, list[tuple[str, bool]]] = {}
     problems = []
     for service, deps in dependencies.items():
         for export in sorted(deps.exports):
-            if export in exporters:
-                problems.append(f"export {export} is defined by both {exporters[export]} and {service}")
+            first = next((s for s, conditional in exporters.get(export, ()) if not conditional), None)
+            if first:
+                problems.append(f"export {export} is defined by both {first} and {service}")
             else:
-                exporters[export] = service
+                exporters.setdefault(export, []).append((service, False))
+        for found in deps.conditional_exports:
+            exporters.setdefault(found.name, []).append((service, True))
     if problems:
         raise PhasedoitError("\n".join(problems))
     return exporters
@@ -65,11 +88,15 @@ def check_phases(graph: Graph, phases: Sequence[Phase]) -> list[str]:
         importer_phase, exporter_phase = where[edge.importer], where[edge.exporter]
         if edge.importer != edge.exporter and importer_phase <= exporter_phase:
             problems.append(
-                f"{edge.importer} ({phases[importer_phase].label}) imports {edge.export}"
+                f"{edge.importer} ({phases[importer_phase].label}) {_imports(edge)} {edge.export}"
                 f" from {edge.exporter} ({phases[exporter_phase].label}):"
                 f" move {edge.importer} to a phase after {exporter_phase + 1}"
             )
     return problems
+
+
+def _imports(edge: Edge) -> str:
+    return "may import" if edge.conditional else "imports"
 
 
 def validate(graph: Graph, phases: Sequence[Phase]) -> list[str]:
@@ -143,8 +170,10 @@ def _cycle_in(component: list[str], successors: Mapping[str, list[str]]) -> list
 def _cycle_message(graph: Graph, cycle: list[str]) -> str:
     reasons = []
     for importer, exporter in itertools.pairwise(cycle):
-        exports = [e.export for e in graph.edges if (e.importer, e.exporter) == (importer, exporter)]
-        reasons.append(f"{importer} imports {' and '.join(exports)} from {exporter}")
+        edges = [e for e in graph.edges if (e.importer, e.exporter) == (importer, exporter)]
+        exports = " and ".join(e.export for e in edges)
+        verb = "imports" if any(not e.conditional for e in edges) else "may import"
+        reasons.append(f"{importer} {verb} {exports} from {exporter}")
     return f"dependency cycle: {' -> '.join(cycle)} ({', '.join(reasons)})"
 
 
@@ -170,22 +199,82 @@ def computed_phases(graph: Graph) -> list[list[str]]:
     return layers
 
 
-def missing_external_imports(external: Iterable[tuple[str, str]], existing: Collection[str]) -> list[str]:
+def missing_external_imports(
+    external: Iterable[tuple[str, str]], existing: Collection[str], exports: Mapping[str, str] | None = None
+) -> list[str]:
     """Messages for imports that neither a service of the app nor the target account exports.
 
     `existing` is the export names already in the account/region (one ListExports listing) plus any
-    declared as known external exports.
+    declared as known external exports; `exports`, the app's own (`Graph.exports`), for near misses.
     """
     return [
         f"{importer} imports {export}, which no service of this app exports"
-        " and which does not exist in the target account/region"
+        f" and which does not exist in the target account/region{_near_misses(export, exports or {})}"
         for importer, export in external
         if export not in existing
     ]
 
 
+def _near_misses(export: str, exports: Mapping[str, str]) -> str:
+    """` (did you mean A (a-api) or B (b-api)?)` for the app's exports closest to a missing one, if any."""
+    scores = {name: _likeness(export, name) for name in exports}
+    close = sorted((name for name in scores if scores[name] >= NEAR_MISS), key=lambda n: (-scores[n], n))[:3]
+    if not close:
+        return ""
+    shown = [f"{name} ({exports[name]})" for name in close]
+    listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    return f" (did you mean {listed}?)"
+
+
+def _likeness(a: str, b: str) -> float:
+    """How alike two names are after the words they share: `dev-app-` would make any two look alike."""
+    shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    words = max(a.rfind(separator, 0, shared) for separator in "-:/_.") + 1
+    return difflib.SequenceMatcher(None, a[words:], b[words:]).ratio()
+
+
+def unchecked_imports(graph: Graph, known: Collection[str] = ()) -> list[str]:
+    """Warnings for conditional imports that no service of the app exports: not checked before deploying.
+
+    `known`: the export names declared as external, which need no warning.
+    """
+    return [
+        f"{found.where}: Fn::ImportValue {found.expression} imports {found.name} only when {found.when},"
+        f" which cannot be known before deploying ({found.reason}); no service of this app exports it,"
+        " so it is not checked before deploying"
+        for _, found in graph.unchecked
+        if found.name not in known
+    ]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    service: str
+    conditional: bool  # imported from only under conditions unknown before deploy
+
+    @property
+    def label(self) -> str:
+        return f"{self.service} (conditional)" if self.conditional else self.service
+
+
+def upstreams(graph: Graph) -> dict[str, tuple[Upstream, ...]]:
+    """The services each service imports from, in the user's order; conditional if every import is."""
+    found: dict[str, dict[str, bool]] = {service: {} for service in graph.services}
+    for edge in graph.edges:
+        found[edge.importer][edge.exporter] = (
+            found[edge.importer].get(edge.exporter, True) and edge.conditional
+        )
+    return {
+        service: tuple(Upstream(exporter, conditional) for exporter, conditional in exporters.items())
+        for service, exporters in found.items()
+    }
+
+
 def to_dot(graph: Graph, phases: Sequence[Phase]) -> str:
-    """A Graphviz drawing: a cluster per phase, an arrow exporter -> importer per export."""
+    """A Graphviz drawing: a cluster per phase, an arrow exporter -> importer per export.
+
+    A conditional import's arrow is dashed.
+    """
     lines = ["digraph phasedoit {", "  rankdir=LR;", "  node [shape=box];"]
     for i, phase in enumerate(phases):
         lines.append(f"  subgraph cluster_{i + 1} {{")
@@ -193,7 +282,8 @@ def to_dot(graph: Graph, phases: Sequence[Phase]) -> str:
         lines.extend(f"    {_dot_string(service)};" for service in phase.services)
         lines.append("  }")
     lines.extend(
-        f"  {_dot_string(e.exporter)} -> {_dot_string(e.importer)} [label={_dot_string(e.export)}];"
+        f"  {_dot_string(e.exporter)} -> {_dot_string(e.importer)}"
+        f" [label={_dot_string(e.export)}{', style=dashed' if e.conditional else ''}];"
         for e in graph.edges
     )
     lines.append("}")
@@ -205,16 +295,19 @@ def _dot_string(text: str) -> str:
 
 
 def to_mermaid(graph: Graph, phases: Sequence[Phase]) -> str:
-    """A Mermaid flowchart: a subgraph per phase, an arrow exporter -> importer per export."""
+    """A Mermaid flowchart: a subgraph per phase, an arrow exporter -> importer per export.
+
+    A conditional import's arrow is dotted.
+    """
     ids = {service: f"s{i}" for i, service in enumerate(_all_services(graph, phases))}
     lines = ["flowchart LR"]
     for i, phase in enumerate(phases):
         lines.append(f'  subgraph phase{i + 1} ["{_mermaid_text(phase.label)}"]')
         lines.extend(f'    {ids[service]}["{_mermaid_text(service)}"]' for service in phase.services)
         lines.append("  end")
-    lines.extend(
-        f'  {ids[e.exporter]} -->|"{_mermaid_text(e.export)}"| {ids[e.importer]}' for e in graph.edges
-    )
+    for e in graph.edges:
+        arrow = "-.->" if e.conditional else "-->"
+        lines.append(f'  {ids[e.exporter]} {arrow}|"{_mermaid_text(e.export)}"| {ids[e.importer]}')
     return "\n".join(lines) + "\n"
 
 

@@ -26,6 +26,7 @@ from phasedoit.config import (
 )
 from phasedoit.deployers import Context, Watched
 from phasedoit.errors import PhasedoitError
+from phasedoit.parameters import missing_parameters_message
 from phasedoit.stack import Target
 
 STATE_DIR = ".phasedoit"
@@ -86,9 +87,14 @@ def plan_stage(
     settings = app.stages.get(stage, StageSettings())
     context = Context(app, stage, settings, target(stage, settings, environ, app.root / STATE_DIR), environ)
     rendered = {name: deployers.for_service(s).render(context, s) for name, s in app.services.items()}
-    for warning in dict.fromkeys(w for r in rendered.values() for w in r.dependencies.warnings):
-        print(f"warning: {warning}", file=sys.stderr)
+    missing = [(name, parameter, stage) for name, r in rendered.items() for parameter in r.missing]
+    if missing:  # before any warning: what they leave unresolved would only repeat them
+        raise PhasedoitError(missing_parameters_message(missing))
+    known = {name.format(stage=stage) for name in app.external_exports}
     edges = graph.build_graph({name: r.dependencies for name, r in rendered.items()})
+    warnings = [w for r in rendered.values() for w in r.dependencies.warnings]
+    for warning in dict.fromkeys(warnings + graph.unchecked_imports(edges, known)):
+        print(f"warning: {warning}", file=sys.stderr)
     phases = app.phases or tuple(graph.as_phases(graph.computed_phases(edges)))
     problems = graph.validate(edges, phases)
     if problems:
@@ -120,7 +126,6 @@ def plan_stage(
         )
         for name, r in rendered.items()
     }
-    known = {name.format(stage=stage) for name in app.external_exports}
     return StagePlan(
         app.name,
         stage,

@@ -5,7 +5,7 @@ Serverless Framework v3 (and osls, its open-source fork) resolves them, for the 
 plays `--stage`, and `--region` when the stage has one): one property at a time, each when it is first needed.
 A file's content replaces the property that includes it, then its own variables are resolved as properties of
 the service, so `${self:custom.stage}` inside `custom: ${file(../common.yml):custom}` means the service's
-`custom.stage`. CloudFormation's own `${...}` (in `Fn::Sub`) are left for `templates.resolve`.
+`custom.stage`. CloudFormation's own `${...}` (in `Fn::Sub`) are left for `intrinsics.resolve`.
 tests/test_serverless_golden.py compares this with the framework's own `print` and `package`.
 """
 
@@ -15,7 +15,7 @@ import copy
 import posixpath
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,8 @@ def read_serverless(
     # Serverless names the stack; `${AWS::StackName}` in a Sub is therefore known here.
     known = {**values, "AWS::StackName": stack_name}
     outputs = stack_outputs(config, _service_name(config, shown), stage)
-    deps = collect_dependencies(outputs, "resources.Outputs", config, known, shown)
+    conditions = _merged(config.get("resources"), "Conditions")
+    deps = collect_dependencies(outputs, "resources.Outputs", config, known, shown, conditions=conditions)
     dependencies = _still_variables(deps, list(resolved.warnings), shown)
     return ServerlessService(stack_name, dependencies, resolved.files)
 
@@ -97,7 +98,7 @@ def stack_outputs(config: dict[str, Any], service: str, stage: str) -> dict[str,
     outputs: dict[str, Any] = {
         name: {"Export": {"Name": f"sls-{service}-{stage}-{name}"}} for name in framework_outputs(config)
     }
-    for name, output in _outputs(config.get("resources")).items():
+    for name, output in _merged(config.get("resources"), "Outputs").items():
         mine = outputs.get(name)
         outputs[name] = {**mine, **output} if isinstance(mine, dict) and isinstance(output, dict) else output
     return outputs
@@ -142,14 +143,14 @@ def _mapping(node: Any) -> dict[str, Any]:
     return node if isinstance(node, dict) else {}
 
 
-def _outputs(resources: Any) -> dict[str, Any]:
+def _merged(resources: Any, section: str) -> dict[str, Any]:
     # `resources` is a CloudFormation fragment, or a list of them (often `${file(...)}` each) merged.
     fragments = resources if isinstance(resources, list) else [resources]
-    outputs: dict[str, Any] = {}
+    merged: dict[str, Any] = {}
     for fragment in fragments:
-        if isinstance(fragment, dict) and isinstance(fragment.get("Outputs"), dict):
-            outputs.update(fragment["Outputs"])
-    return outputs
+        if isinstance(fragment, dict) and isinstance(fragment.get(section), dict):
+            merged.update(fragment[section])
+    return merged
 
 
 def _still_variables(deps: Dependencies, warnings: list[str], shown: str) -> Dependencies:
@@ -161,10 +162,11 @@ def _still_variables(deps: Dependencies, warnings: list[str], shown: str) -> Dep
             for name in sorted(names)
             if "${" in name
         )
-    return Dependencies(
-        frozenset(n for n in deps.exports if "${" not in n),
-        frozenset(n for n in deps.imports if "${" not in n),
-        tuple(dict.fromkeys(found)),
+    return replace(
+        deps,
+        exports=frozenset(n for n in deps.exports if "${" not in n),
+        imports=frozenset(n for n in deps.imports if "${" not in n),
+        warnings=tuple(dict.fromkeys(found)),
     )
 
 

@@ -165,7 +165,8 @@ def _check_exports(plan: StagePlan, imports: list[tuple[str, str]]) -> Task:
     return {
         "basename": CHECK_EXPORTS,
         "doc": f"check that the {len(imports)} export(s) imported from outside {plan.app} exist",
-        "actions": [(actions.check_exports, [imports, plan.target])],
+        # the app's own exports: a missing import that is one of them mistyped gets a "did you mean"
+        "actions": [(actions.check_exports, [imports, plan.target, dict(plan.graph.exports)])],
         "uptodate": [False],
     }
 

@@ -6,7 +6,7 @@ from phasedoit import graph
 from phasedoit.config import Phase
 from phasedoit.errors import PhasedoitError
 from phasedoit.graph import Edge
-from phasedoit.templates import Dependencies
+from phasedoit.templates import Conditional, Dependencies
 
 
 def _deps(exports: str = "", imports: str = "") -> Dependencies:
@@ -243,3 +243,162 @@ def test_drawing_computed_phases() -> None:
     phases = graph.as_phases(graph.computed_phases(small))
     assert phases == [Phase(1, None, ("users-api", "orders-api")), Phase(2, None, ("mail-job",))]
     assert graph.to_mermaid(small, phases).splitlines()[1] == '  subgraph phase1 ["phase 1"]'
+
+
+def _conditional(name: str, when: str = "condition HasX is true") -> Conditional:
+    return Conditional(
+        name, f"services/{name}/template.yml: Resources.R", f'"{name}"', when, "no known value for Y"
+    )
+
+
+CONDITIONAL = {
+    "alert": Dependencies(
+        frozenset(["dev-Topic"]),
+        conditional_exports=(_conditional("dev-Extra"), _conditional("dev-Fallback")),
+    ),
+    "db": _deps("dev-Db"),
+    "web": Dependencies(
+        frozenset(),
+        frozenset(["dev-Db"]),
+        conditional_imports=(_conditional("dev-Topic"), _conditional("ops-Topic"), _conditional("dev-Extra")),
+    ),
+    "job": Dependencies(frozenset(), frozenset(["dev-Extra"]), conditional_imports=(_conditional("dev-Db"),)),
+    "fallback": Dependencies(conditional_exports=(_conditional("dev-Fallback"),)),
+    "user": _deps(imports="dev-Fallback"),
+}
+
+
+def test_conditional_imports_and_exports() -> None:
+    found = graph.build_graph(CONDITIONAL)
+    assert found.edges == (
+        Edge("web", "alert", "dev-Extra", conditional=True),
+        Edge("web", "alert", "dev-Topic", conditional=True),
+        Edge("web", "db", "dev-Db"),
+        Edge("job", "alert", "dev-Extra", conditional=True),
+        Edge("job", "db", "dev-Db", conditional=True),
+        # two conditional exports of one name: its importer waits for both
+        Edge("user", "alert", "dev-Fallback", conditional=True),
+        Edge("user", "fallback", "dev-Fallback", conditional=True),
+    )
+    assert found.external == ()
+    assert found.unchecked == (("web", _conditional("ops-Topic")),)
+    assert found.exports == (
+        ("dev-Db", "db"),
+        ("dev-Extra", "alert"),
+        ("dev-Fallback", "alert"),
+        ("dev-Topic", "alert"),
+    )
+    assert graph.computed_phases(found) == [["alert", "db", "fallback"], ["web", "job", "user"]]
+    assert graph.upstreams(found) == {
+        "alert": (),
+        "db": (),
+        "web": (graph.Upstream("alert", True), graph.Upstream("db", False)),
+        # an unconditional import of a conditional export is conditional too
+        "job": (graph.Upstream("alert", True), graph.Upstream("db", True)),
+        "fallback": (),
+        "user": (graph.Upstream("alert", True), graph.Upstream("fallback", True)),
+    }
+    assert [u.label for u in graph.upstreams(found)["web"]] == ["alert (conditional)", "db"]
+    # one unconditional import is enough for an unconditional upstream
+    both = {
+        "a": _deps("dev-A dev-B"),
+        "b": Dependencies(imports=frozenset(["dev-A"]), conditional_imports=(_conditional("dev-B"),)),
+    }
+    assert graph.upstreams(graph.build_graph(both))["b"] == (graph.Upstream("a", False),)
+
+
+def test_conditional_imports_outside_the_app_are_warnings() -> None:
+    found = graph.build_graph(CONDITIONAL)
+    assert graph.unchecked_imports(found) == [
+        'services/ops-Topic/template.yml: Resources.R: Fn::ImportValue "ops-Topic" imports ops-Topic only when'
+        " condition HasX is true, which cannot be known before deploying (no known value for Y);"
+        " no service of this app exports it, so it is not checked before deploying"
+    ]
+    assert graph.unchecked_imports(found, known={"ops-Topic"}) == []
+
+
+def test_a_conditional_export_beside_an_unconditional_one_is_no_error() -> None:
+    deps = {
+        "a": _deps("dev-X"),
+        "b": Dependencies(conditional_exports=(_conditional("dev-X"),)),
+        "c": _deps("dev-X"),
+    }
+    with pytest.raises(PhasedoitError) as excinfo:
+        graph.build_graph(deps)
+    assert str(excinfo.value) == "export dev-X is defined by both a and c"
+    del deps["c"]
+    assert graph.build_graph({**deps, "i": _deps(imports="dev-X")}).edges == (
+        Edge("i", "a", "dev-X"),
+        Edge("i", "b", "dev-X", conditional=True),
+    )
+
+
+def test_conditional_imports_in_phase_checks_and_cycles() -> None:
+    deps = {
+        "a": Dependencies(frozenset(["dev-A"]), conditional_imports=(_conditional("dev-B"),)),
+        "b": _deps("dev-B"),
+    }
+    assert graph.check_phases(graph.build_graph(deps), [Phase(1, None, ("a", "b"))]) == [
+        "a (phase 1) may import dev-B from b (phase 1): move a to a phase after 1"
+    ]
+    deps["b"] = _deps("dev-B", "dev-A")
+    assert graph.find_cycles(graph.build_graph(deps)) == [
+        "dependency cycle: a -> b -> a (a may import dev-B from b, b imports dev-A from a)"
+    ]
+
+
+NOTES = {
+    "infra-dynamodb": _deps("dev-notes-ext-infra-TableName dev-notes-ext-infra-TableArn"),
+    "infra-queue": _deps(
+        "dev-notes-ext-infra-QueueName dev-notes-ext-infra-QueueArn dev-notes-ext-infra-QueueUrl"
+    ),
+    "notes-api": _deps(
+        imports="dev-notes-ext-infra-ExtTableName dev-notes-ext-infra-Queue dev-notes-ext-infra-QueueNam dev-other-Vpc"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("existing", "expected"),
+    [
+        (
+            set(),
+            [
+                "notes-api imports dev-notes-ext-infra-ExtTableName, which no service of this app exports"
+                " and which does not exist in the target account/region"
+                " (did you mean dev-notes-ext-infra-TableName (infra-dynamodb)?)",
+                # the closest first, at most three
+                "notes-api imports dev-notes-ext-infra-Queue, which no service of this app exports"
+                " and which does not exist in the target account/region"
+                " (did you mean dev-notes-ext-infra-QueueArn (infra-queue), dev-notes-ext-infra-QueueUrl"
+                " (infra-queue) or dev-notes-ext-infra-QueueName (infra-queue)?)",
+                "notes-api imports dev-notes-ext-infra-QueueNam, which no service of this app exports"
+                " and which does not exist in the target account/region"
+                " (did you mean dev-notes-ext-infra-QueueName (infra-queue)?)",
+                # nothing of the app is close: no hint
+                "notes-api imports dev-other-Vpc, which no service of this app exports"
+                " and which does not exist in the target account/region",
+            ],
+        ),
+        (
+            {
+                "dev-notes-ext-infra-ExtTableName",
+                "dev-notes-ext-infra-Queue",
+                "dev-notes-ext-infra-QueueNam",
+                "dev-other-Vpc",
+            },
+            [],
+        ),
+    ],
+)
+def test_missing_external_imports_suggest_near_misses(existing: set[str], expected: list[str]) -> None:
+    notes = graph.build_graph(NOTES)
+    assert graph.missing_external_imports(notes.external, existing, dict(notes.exports)) == expected
+
+
+def test_drawings_of_conditional_imports() -> None:
+    deps = {"a": _deps("dev-A"), "b": Dependencies(conditional_imports=(_conditional("dev-A"),))}
+    phases = [Phase(1, None, ("a",)), Phase(2, None, ("b",))]
+    found = graph.build_graph(deps)
+    assert graph.to_dot(found, phases).splitlines()[-2] == '  "a" -> "b" [label="dev-A", style=dashed];'
+    assert graph.to_mermaid(found, phases).splitlines()[-1] == '  s0 -.->|"dev-A"| s1'

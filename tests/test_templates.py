@@ -8,7 +8,16 @@ import yaml
 
 from phasedoit import yamlfile
 from phasedoit.errors import PhasedoitError
-from phasedoit.templates import Dependencies, find_dependencies, load_template
+from phasedoit.intrinsics import Scope, Truth, Unknown
+from phasedoit.serverless import read_serverless
+from phasedoit.templates import (
+    Conditional,
+    Dependencies,
+    find_dependencies,
+    load_template,
+    missing_parameters,
+    parameter_defaults,
+)
 
 VALUES = {"Stage": "dev", "AWS::Region": "eu-west-1", "AWS::AccountId": "000000000000"}
 SHOWN = "services/x/template.yml"
@@ -187,4 +196,291 @@ def test_yaml_error_keeps_the_pure_loader_message(tmp_path: Path) -> None:
     assert (
         str(excinfo.value)
         == "services/x/template.yml: line 3, column 1: expected ',' or ']', but got '<stream end>'"
+    )
+
+
+# Conditions: an import or export under a false condition does not exist; under one that cannot be known
+# before deploy it is conditional.
+
+
+def _deps(exports: str = "", imports: str = "") -> Dependencies:
+    return Dependencies(frozenset(exports.split()), frozenset(imports.split()))
+
+
+HAS_DB = {"HasDb": {"Fn::Not": [{"Fn::Equals": [{"Ref": "DbStack"}, ""]}]}}
+DB_URL = {"Fn::ImportValue": {"Fn::Sub": "${DbStack}-Url"}}
+
+
+def _template(properties: Any, conditions: Any = HAS_DB, **entry: Any) -> dict[str, Any]:
+    return {
+        "Parameters": {"DbStack": {"Type": "String", "Default": ""}},
+        "Conditions": conditions,
+        "Resources": {"F": {"Type": "AWS::Lambda::Function", **entry, "Properties": properties}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "expected"),
+    [
+        # the issue's case: the default leaves the condition false, and the import with it
+        (_template({"Url": {"Fn::If": ["HasDb", DB_URL, ""]}}), {}, Dependencies()),
+        (_template({"Url": {"Fn::If": ["HasDb", DB_URL, ""]}}), {"DbStack": "db"}, _deps(imports="db-Url")),
+        (_template({"Url": {"Fn::If": ["HasDb", "", DB_URL]}}), {}, _deps(imports="-Url")),
+        (_template({"Url": {"Fn::If": ["HasDb", "", DB_URL]}}), {"DbStack": "db"}, Dependencies()),
+        # a resource's own Condition
+        (_template({"Url": DB_URL}, Condition="HasDb"), {}, Dependencies()),
+        (_template({"Url": DB_URL}, Condition="HasDb"), {"DbStack": "db"}, _deps(imports="db-Url")),
+        # nested: the resource's condition and both Fn::If
+        (
+            _template(
+                {"Url": {"Fn::If": ["IsProd", {"Fn::If": ["HasDb", DB_URL, "x"]}, "y"]}},
+                {**HAS_DB, "IsProd": {"Fn::Equals": [{"Ref": "AWS::Region"}, "eu-west-1"]}},
+                Condition="HasDb",
+            ),
+            {"DbStack": "db", "AWS::Region": "eu-west-1"},
+            _deps(imports="db-Url"),
+        ),
+        # `Condition` in a policy document and a `Conditions` property are not template conditions
+        (
+            _template(
+                {
+                    "Conditions": [{"Field": "path-pattern", "Values": ["/*"]}],
+                    "Policy": {"Statement": [{"Condition": {"Bool": {"aws:SecureTransport": "false"}}}]},
+                    "Url": DB_URL,
+                }
+            ),
+            {"DbStack": "db"},
+            _deps(imports="db-Url"),
+        ),
+    ],
+)
+def test_imports_under_conditions(template: Any, values: dict[str, str], expected: Dependencies) -> None:
+    assert find_dependencies(template, values, SHOWN) == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "values", "expected"),
+    [
+        ({"Fn::Equals": ["a", "a"]}, {}, True),
+        ({"Fn::Equals": [{"Ref": "P"}, "x"]}, {"P": "x"}, True),
+        ({"Fn::Equals": [{"Fn::Sub": "${P}-${AWS::Region}"}, "x-eu-west-1"]}, {"P": "x"}, True),
+        # YAML's true and 80 are CloudFormation's "true" and "80"
+        ({"Fn::Equals": [{"Ref": "Flag"}, True]}, {"Flag": "true"}, True),
+        ({"Fn::Equals": [80, {"Ref": "Port"}]}, {"Port": "80"}, True),
+        ({"Fn::Not": [{"Fn::Equals": ["a", "b"]}]}, {}, True),
+        ({"Fn::And": [{"Condition": "Yes"}, {"Condition": "No"}]}, {}, False),
+        ({"Fn::Or": [{"Condition": "No"}, {"Condition": "Yes"}]}, {}, True),
+        # an operand that decides makes the unknown ones irrelevant…
+        ({"Fn::And": [{"Condition": "Unknowable"}, {"Condition": "No"}]}, {}, False),
+        ({"Fn::Or": [{"Condition": "Unknowable"}, {"Condition": "Yes"}]}, {}, True),
+        # …otherwise the first unknown one decides, with its reason
+        (
+            {"Fn::And": [{"Condition": "Yes"}, {"Condition": "Unknowable"}]},
+            {},
+            Unknown("no known value for AWS::AccountId"),
+        ),
+        ({"Fn::Not": [{"Condition": "Unknowable"}]}, {}, Unknown("no known value for AWS::AccountId")),
+        ({"Condition": "Nope"}, {}, Unknown("no condition Nope in Conditions")),
+        ({"Condition": "Loop"}, {}, Unknown("condition Loop refers to itself")),
+        (
+            {"Fn::Equals": [{"Fn::GetAtt": ["R", "Arn"]}, "x"]},
+            {},
+            Unknown("Fn::GetAtt is known only after deploy"),
+        ),
+        (
+            {"Fn::Equals": [{"Fn::FindInMap": ["M", "a", "b"]}, "x"]},
+            {},
+            Unknown("Fn::FindInMap is not supported"),
+        ),
+        (
+            {"Fn::Equals": [{"Ref": "Ssm"}, "x"]},
+            {"Ssm": "/name"},
+            Unknown("parameter Ssm is read from SSM when the stack deploys"),
+        ),
+        (
+            {"Fn::Contains": [["a"], "a"]},
+            {},
+            Unknown('{"Fn::Contains": [["a"], "a"]} is not a condition phasedoit evaluates'),
+        ),
+    ],
+)
+def test_condition_values(expression: Any, values: dict[str, str], expected: Truth) -> None:
+    definitions = {
+        "Tested": expression,
+        "Yes": {"Fn::Equals": ["a", "a"]},
+        "No": {"Fn::Equals": ["a", "b"]},
+        "Unknowable": {"Fn::Equals": [{"Ref": "AWS::AccountId"}, "000000000000"]},
+        "Loop": {"Fn::Not": [{"Condition": "Loop"}]},
+    }
+    scope = Scope({**values, "AWS::Region": "eu-west-1"}, definitions, deferred={"Ssm"})
+    assert scope.condition("Tested") == expected
+
+
+ALERTS = """\
+Parameters:
+  AlertStack: {Type: String, Default: ''}
+  Port: {Type: Number, Default: 80}
+Conditions:
+  HasAlerts: !Not [!Equals [!Ref AlertStack, '']]
+  InUsEast1: !Equals [!Ref 'AWS::Region', us-east-1]
+  AlertsHere: !And [!Condition HasAlerts, !Condition InUsEast1]
+  DefaultPort: !Equals [!Ref Port, 80]
+Resources:
+  Alarm:
+    Type: AWS::CloudWatch::Alarm
+    Condition: AlertsHere
+    Properties:
+      AlarmActions: [{'Fn::ImportValue': !Sub '${AlertStack}-TopicARN'}]
+      OKActions: [!If [DefaultPort, !If [InUsEast1, '', !ImportValue ops-Fallback], '']]
+  Topic:
+    Type: AWS::SNS::Topic
+Outputs:
+  TopicArn:
+    Condition: InUsEast1
+    Value: !Ref Topic
+    Export: {Name: !Sub '${AWS::StackName}-TopicArn'}
+  Always:
+    Value: !Ref Topic
+    Export: {Name: !If [InUsEast1, !Sub '${AWS::StackName}-East', !Sub '${AWS::StackName}-Elsewhere']}
+"""
+
+
+def test_conditions_unknown_before_deploy(tmp_path: Path) -> None:
+    (tmp_path / "template.yml").write_text(ALERTS)
+    template = load_template(tmp_path / "template.yml", SHOWN)
+    # no region known: what depends on it is conditional, and says why
+    deps = find_dependencies(template, {"AlertStack": "ops", "AWS::StackName": "web-dev"}, SHOWN)
+    assert deps == Dependencies(
+        warnings=(
+            "services/x/template.yml: Outputs.Always.Export.Name: cannot resolve Export.Name"
+            ' {"Fn::If": ["InUsEast1", {"Fn::Sub": "${AWS::StackName}-East"},'
+            ' {"Fn::Sub": "${AWS::StackName}-Elsewhere"}]} statically (condition InUsEast1 cannot be known'
+            " before deploy: no known value for AWS::Region); phasedoit cannot order it",
+        ),
+        conditional_exports=(
+            Conditional(
+                "web-dev-TopicArn",
+                "services/x/template.yml: Outputs.TopicArn.Export.Name",
+                '{"Fn::Sub": "${AWS::StackName}-TopicArn"}',
+                "condition InUsEast1 is true",
+                "no known value for AWS::Region",
+            ),
+        ),
+        conditional_imports=(
+            Conditional(
+                "ops-Fallback",
+                "services/x/template.yml: Resources.Alarm.Properties.OKActions[0].Fn::If[1].Fn::If[2]",
+                '"ops-Fallback"',
+                "condition AlertsHere is true and condition InUsEast1 is false",
+                "no known value for AWS::Region",
+            ),
+            Conditional(
+                "ops-TopicARN",
+                "services/x/template.yml: Resources.Alarm.Properties.AlarmActions[0]",
+                '{"Fn::Sub": "${AlertStack}-TopicARN"}',
+                "condition AlertsHere is true",
+                "no known value for AWS::Region",
+            ),
+        ),
+    )
+    # with the region known, every condition is
+    east = {"AlertStack": "ops", "AWS::StackName": "web-dev", "AWS::Region": "us-east-1"}
+    assert find_dependencies(template, east, SHOWN) == _deps("web-dev-TopicArn web-dev-East", "ops-TopicARN")
+    west = {**east, "AWS::Region": "eu-west-1"}
+    assert find_dependencies(template, west, SHOWN) == _deps("web-dev-Elsewhere")
+
+
+def test_an_import_anywhere_unconditional_is_unconditional() -> None:
+    template = _template(
+        {"A": {"Fn::If": ["Unknowable", {"Fn::ImportValue": "x"}, ""]}, "B": {"Fn::ImportValue": "x"}},
+        {"Unknowable": {"Fn::Equals": [{"Ref": "AWS::AccountId"}, "0"]}},
+    )
+    assert find_dependencies(template, {}, SHOWN) == _deps(imports="x")
+
+
+def test_a_missing_parameter_is_no_warning() -> None:
+    template = {
+        "Parameters": {"Network": {"Type": "String"}, "Stage": {"Type": "String"}},
+        "Resources": {
+            "Q": {"Type": "T", "Properties": {"Vpc": {"Fn::ImportValue": {"Fn::Sub": "${Network}-Vpc"}}}}
+        },
+    }
+    assert missing_parameters(template, {"Stage": "dev"}) == ["Network"]
+    # CloudFormation refuses the stack for want of Network: a warning that its import is unresolved adds nothing
+    assert find_dependencies(template, {"Stage": "dev"}, SHOWN) == Dependencies()
+    assert find_dependencies(template, {"Stage": "dev", "Network": "net"}, SHOWN) == _deps(imports="net-Vpc")
+
+
+@pytest.mark.parametrize(
+    ("parameters", "values", "expected"),
+    [
+        ({}, {}, []),
+        (
+            {
+                "B": {"Type": "String"},
+                "A": {"Type": "Number", "Default": 1},
+                "Empty": {"Type": "String", "Default": ""},
+                "Stage": {"Type": "String"},
+                "Ssm": {"Type": "AWS::SSM::Parameter::Value<String>"},
+            },
+            {"Stage": "dev"},
+            ["B", "Ssm"],
+        ),
+    ],
+)
+def test_missing_parameters(parameters: dict[str, Any], values: dict[str, str], expected: list[str]) -> None:
+    assert missing_parameters({"Parameters": parameters, "Resources": {}}, values) == expected
+
+
+def test_defaults_as_cloudformation_reads_them() -> None:
+    params = {
+        "On": {"Default": True},
+        "Port": {"Default": 80},
+        "Ratio": {"Default": 0.5},
+        "S": {"Default": "x"},
+    }
+    assert parameter_defaults({"Parameters": params}) == {
+        "On": "true",
+        "Port": "80",
+        "Ratio": "0.5",
+        "S": "x",
+    }
+
+
+def test_serverless_resources_under_conditions(tmp_path: Path) -> None:
+    """A Serverless config's `resources` fragments hold its Conditions; its conditional imports are kept."""
+    (tmp_path / "serverless.yml").write_text(
+        "service: jobs\n"
+        "provider: {name: aws}\n"
+        "functions:\n"
+        "  run:\n"
+        "    handler: h.run\n"
+        "    environment:\n"
+        "      TOPIC: !If [Here, !ImportValue '${sls:stage}-Topic', '']\n"
+        "      BUS: !If [Elsewhere, !ImportValue '${sls:stage}-Bus', '']\n"
+        "      SOON: !If [Unknowable, !ImportValue '${sls:stage}-Later', '']\n"
+        "resources:\n"
+        "  - Conditions: {Here: !Equals ['${sls:stage}', dev]}\n"
+        "  - Conditions:\n"
+        "      Elsewhere: !Not [!Condition Here]\n"
+        "      Unknowable: !Equals [!Ref 'AWS::AccountId', '000000000000']\n"
+    )
+    found = read_serverless(
+        tmp_path / "serverless.yml", "jobs/serverless.yml", stage="dev", values={}, env={}
+    )
+    assert found.dependencies == Dependencies(
+        # the framework's own outputs, exported
+        exports=frozenset(
+            ["sls-jobs-dev-ServerlessDeploymentBucketName", "sls-jobs-dev-RunLambdaFunctionQualifiedArn"]
+        ),
+        imports=frozenset(["dev-Topic"]),
+        conditional_imports=(
+            Conditional(
+                "dev-Later",
+                "jobs/serverless.yml: functions.run.environment.SOON.Fn::If[1]",
+                '"dev-Later"',
+                "condition Unknowable is true",
+                "no known value for AWS::AccountId",
+            ),
+        ),
     )

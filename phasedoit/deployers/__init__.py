@@ -72,6 +72,7 @@ class Rendered:
     always: str | None = None
     exports: Mapping[str, str] = field(default_factory=dict)  # export name -> digest of its definition
     skip: str | None = None  # why it cannot deploy to the stage's target (and is skipped, with its importers)
+    missing: tuple[str, ...] = ()  # parameters it declares that get neither a value nor a default
 
 
 class Deployer(Protocol):

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from phasedoit import templates
+from phasedoit import intrinsics, templates
 from phasedoit.config import CONFIG_NAME
 from phasedoit.deployers import FORMAT, Context, Rendered, Say, no_guard, pseudo_parameters
 from phasedoit.errors import PhasedoitError
+from phasedoit.parameters import fingerprinted, resolve_parameter
 from phasedoit.stack import (
     APP_TAG,
     EXPORTS_TAG,
@@ -46,8 +47,7 @@ def render(context: Context, service: Service) -> Rendered:
                 f"{CONFIG_NAME}: services.{service.name}.parameters.{name}: not a parameter of {shown}"
             )
     parameters = {"Stage": stage} if "Stage" in declared else {}
-    parameters |= {k: v for k, v in context.settings.parameters.items() if k in declared}
-    parameters |= service.settings.parameters
+    parameters |= _values(context, service, declared)
     name = service.stack_name(app.name, stage)
     tags = {**service.settings.tags, APP_TAG: app.name, STAGE_TAG: stage, SERVICE_TAG: service.name}
     body = templates.template_body(template, shown)
@@ -55,7 +55,7 @@ def render(context: Context, service: Service) -> Rendered:
     known = {**parameters, **pseudo_parameters(name, where.region, context.settings.account)}
     ignored = service.settings.deploy_time_values == "ignore"
     always = None if ignored else deploy_time_values(template, body)
-    sent = [FORMAT, name, parameters, tags, spec.capabilities, where.region, where.account]
+    sent = [FORMAT, name, fingerprinted(parameters), tags, spec.capabilities, where.region, where.account]
     return Rendered(
         deployer="cloudformation",
         stack=name,
@@ -65,7 +65,20 @@ def render(context: Context, service: Service) -> Rendered:
         settings=digest(sent),
         always=always,
         exports=export_definitions(template, known),
+        missing=tuple(templates.missing_parameters(template, parameters)),
     )
+
+
+def _values(context: Context, service: Service, declared: set[str]) -> dict[str, str]:
+    """The stage's parameters that the template declares, then the service's; `{env: NAME}` read now."""
+    stage = {
+        k: (v, f"stages.{context.stage}") for k, v in context.settings.parameters.items() if k in declared
+    }
+    chosen = stage | {k: (v, f"services.{service.name}") for k, v in service.settings.parameters.items()}
+    return {
+        k: resolve_parameter(v, context.environ, f"{CONFIG_NAME}: {where}.parameters.{k}")
+        for k, (v, where) in chosen.items()
+    }
 
 
 def export_definitions(template: dict[str, Any], known: Mapping[str, str]) -> dict[str, str]:
@@ -77,8 +90,8 @@ def export_definitions(template: dict[str, Any], known: Mapping[str, str]) -> di
         if not isinstance(export, dict) or "Name" not in export:
             continue
         try:
-            definitions[templates.resolve(export["Name"], known)] = digest(output.get("Value"))
-        except templates.UnresolvedError:
+            definitions[intrinsics.resolve(export["Name"], known)] = digest(output.get("Value"))
+        except intrinsics.UnresolvedError:
             continue  # a warning already says it
     return definitions
 
