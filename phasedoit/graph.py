@@ -270,6 +270,11 @@ def upstreams(graph: Graph) -> dict[str, tuple[Upstream, ...]]:
     }
 
 
+def labels(services: Iterable[str], conditional: Collection[str]) -> list[str]:
+    """Upstreams as `doit list` and `doit plan` name them: `zone`, `alert (conditional)`."""
+    return [Upstream(service, service in conditional).label for service in services]
+
+
 def to_dot(graph: Graph, phases: Sequence[Phase]) -> str:
     """A Graphviz drawing: a cluster per phase, an arrow exporter -> importer per export.
 

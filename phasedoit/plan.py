@@ -6,6 +6,7 @@ import sys
 
 from doit.cmd_base import DoitCmdBase
 
+from phasedoit import graph
 from phasedoit.stack import Verdict
 
 
@@ -39,7 +40,8 @@ class Plan(DoitCmdBase):  # type: ignore[misc]
 
 def _line(verdict: Verdict, deploying: set[str]) -> str:
     service, reasons = verdict.service, verdict.reasons
-    waits = [upstream for upstream in verdict.upstreams if upstream in deploying]
+    deployed = [upstream for upstream in verdict.upstreams if upstream in deploying]
+    waits = graph.labels(deployed, verdict.conditional)
     if verdict.skipped:
         status = f"skipped: {verdict.skipped}"
     elif reasons:

@@ -47,6 +47,8 @@ class ServicePlan:
     watched: tuple[Watched, ...] = ()
     imports: tuple[tuple[str, str], ...] = ()  # (export, the service of this app exporting it)
     upstreams: tuple[str, ...] = ()  # the services it imports from, in the user's order
+    # those of `upstreams` it imports from only under conditions that cannot be known before deploy
+    conditional_upstreams: tuple[str, ...] = ()
     always: str | None = None  # why it deploys on every run (values read at deploy time)
     adopt: bool = False  # take over its stack if it exists without phasedoit's tags (`adopt=<service>`)
     exports: Mapping[str, str] = field(default_factory=dict)  # export name -> digest of its definition
@@ -104,6 +106,7 @@ def plan_stage(
     for edge in edges.edges:
         imports[edge.importer] += ((edge.export, edge.exporter),)
     phase_of = {service: phase for phase in phases for service in phase.services}
+    upstreams = graph.upstreams(edges)
     adopted = select_services(app, "adopt", adopt)
     skipped = _skipped(phases, {name: r.skip for name, r in rendered.items()}, imports)
     services = {
@@ -118,7 +121,8 @@ def plan_stage(
             settings=r.settings,
             watched=r.watched + _watched(app, app.services[name].settings.watch),
             imports=imports[name],
-            upstreams=tuple(dict.fromkeys(exporter for _, exporter in imports[name])),
+            upstreams=tuple(upstream.service for upstream in upstreams[name]),
+            conditional_upstreams=tuple(u.service for u in upstreams[name] if u.conditional),
             always=r.always,
             adopt=bool({name, "all"} & adopted),
             exports=r.exports,

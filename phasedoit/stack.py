@@ -68,6 +68,7 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)  # why it deploys; none when up to date
     error: str | None = None  # the check could not run (the listing failed): the deploy reports it
     skipped: str | None = None  # why it is not deployed to this target at all
+    conditional: tuple[str, ...] = ()  # the upstreams it imports from only under conditions unknown yet
 
 
 def value_hash(value: str) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-from phasedoit import actions, deployers, inuse, removal
+from phasedoit import actions, deployers, graph, inuse, removal
 from phasedoit.changes import UpToDate
 from phasedoit.config import Phase
-from phasedoit.planning import StagePlan
+from phasedoit.planning import ServicePlan, StagePlan
 from phasedoit.stack import Verdict
 
 Task = dict[str, Any]
@@ -41,7 +41,7 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
                     "actions": [(actions.deploy_service, [service, plan.target, plan.run])],
                     "uptodate": [_check(plan, name)],
                     "task_dep": before,
-                    "meta": {"phasedoit": Verdict(name, phase.label, service.upstreams)},
+                    "meta": {"phasedoit": _verdict(service, phase)},
                 }
             )
         members = [f"deploy:{s}" for s in phase.services]
@@ -152,11 +152,19 @@ def _check(plan: StagePlan, name: str) -> UpToDate:
     return UpToDate(service, plan.target, plan.run, forced, on_stack)
 
 
+def _verdict(service: ServicePlan, phase: Phase) -> Verdict:
+    conditional = service.conditional_upstreams
+    return Verdict(service.name, phase.label, service.upstreams, conditional=conditional)
+
+
 def _notes(plan: StagePlan) -> dict[str, str]:
-    """What `doit list` says of each service: what it waits for, and whether it is skipped here."""
+    """What `doit list` says of each service: what it waits for (an upstream it may not import from named
+    as conditional), and whether it is skipped here.
+    """
     notes = {}
     for name, service in plan.services.items():
-        after = f"after {', '.join(service.upstreams)}" if service.upstreams else ""
+        upstreams = graph.labels(service.upstreams, service.conditional_upstreams)
+        after = f"after {', '.join(upstreams)}" if upstreams else ""
         notes[name] = "; ".join(filter(None, [after, "skipped: " + service.skip if service.skip else ""]))
     return notes
 

@@ -6,7 +6,7 @@ from typing import Any
 from phasedoit import actions, removal
 from phasedoit.config import Phase
 from phasedoit.planning import ServicePlan, StagePlan
-from phasedoit.stack import StackSpec, Target
+from phasedoit.stack import StackSpec, Target, Verdict
 from phasedoit.tasks import deploy_tasks, remove_tasks
 
 TARGET = Target("eu-west-1")
@@ -126,3 +126,17 @@ def test_one_phase_one_service() -> None:
     phase = Phase(1, None, ("only",))
     plan = StagePlan("a", "dev", (phase,), {"only": service("only", phase, "dev")}, TARGET)
     assert next(deploy_tasks(plan))["doc"] == "deploy a to stage dev: 1 phase, 1 service, phase by phase"
+
+
+def test_a_conditional_upstream_is_named_as_such() -> None:
+    """`doit list` names an upstream imported from only under an unknown condition; `doit plan` is told too."""
+    first, second = Phase(1, None, ("zone", "alert")), Phase(2, None, ("website",))
+    website = replace(
+        service("website", second), upstreams=("zone", "alert"), conditional_upstreams=("alert",)
+    )
+    services = {"zone": service("zone", first), "alert": service("alert", first), "website": website}
+    tasks = by_name(list(deploy_tasks(StagePlan("harbor", "prod", (first, second), services, TARGET))))
+    assert tasks["deploy-2"]["doc"] == "deploy phase 2: website (after zone, alert (conditional))"
+    assert tasks["deploy:website"]["meta"]["phasedoit"] == Verdict(
+        "website", "phase 2", ("zone", "alert"), conditional=("alert",)
+    )

@@ -7,9 +7,11 @@ import pytest
 import yaml
 
 from phasedoit import yamlfile
+from phasedoit.deployers.cloudformation import export_definitions
 from phasedoit.errors import PhasedoitError
 from phasedoit.intrinsics import Scope, Truth, Unknown
 from phasedoit.serverless import read_serverless
+from phasedoit.stack import digest
 from phasedoit.templates import (
     Conditional,
     Dependencies,
@@ -484,3 +486,30 @@ def test_serverless_resources_under_conditions(tmp_path: Path) -> None:
             ),
         ),
     )
+
+
+def test_export_definitions_are_the_exports_the_graph_sees() -> None:
+    """What the in-use check compares with the deployed stack: an export named with a parameter's default
+    is defined, one under a false condition is not (deploying the template removes it).
+    """
+    template = {
+        "Parameters": {
+            "Prefix": {"Type": "String", "Default": "shop"},
+            "Audit": {"Type": "String", "Default": "no"},
+        },
+        "Conditions": {"HasAudit": {"Fn::Equals": [{"Ref": "Audit"}, "yes"]}},
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {
+            "TopicArn": {"Value": {"Ref": "Topic"}, "Export": {"Name": {"Fn::Sub": "${Prefix}-TopicArn"}}},
+            "AuditTopicArn": {
+                "Condition": "HasAudit",
+                "Value": {"Ref": "AuditTopic"},
+                "Export": {"Name": {"Fn::Sub": "${Prefix}-AuditTopicArn"}},
+            },
+        },
+    }
+    assert export_definitions(template, {}) == {"shop-TopicArn": digest({"Ref": "Topic"})}
+    assert export_definitions(template, {"Prefix": "cart", "Audit": "yes"}) == {
+        "cart-TopicArn": digest({"Ref": "Topic"}),
+        "cart-AuditTopicArn": digest({"Ref": "AuditTopic"}),
+    }

@@ -82,15 +82,23 @@ def _values(context: Context, service: Service, declared: set[str]) -> dict[str,
 
 
 def export_definitions(template: dict[str, Any], known: Mapping[str, str]) -> dict[str, str]:
-    """Each export the template defines, by its name, with a digest of its Output's Value expression."""
+    """Each export the template defines, by its name, with a digest of its Output's Value expression.
+
+    Names resolve as the graph resolves them (parameter defaults included); an Output whose `Condition` is
+    known to be false defines no export: deploying it removes the export, if it was there.
+    """
+    values = {**templates.parameter_defaults(template), **known}
+    scope = intrinsics.Scope(values, template.get("Conditions"), templates.deploy_time_parameters(template))
     outputs = template.get("Outputs")
     definitions: dict[str, str] = {}
     for output in (outputs if isinstance(outputs, dict) else {}).values():
         export = output.get("Export") if isinstance(output, dict) else None
         if not isinstance(export, dict) or "Name" not in export:
             continue
+        if isinstance(output.get("Condition"), str) and scope.condition(output["Condition"]) is False:
+            continue
         try:
-            definitions[intrinsics.resolve(export["Name"], known)] = digest(output.get("Value"))
+            definitions[scope.resolve(export["Name"])] = digest(output.get("Value"))
         except intrinsics.UnresolvedError:
             continue  # a warning already says it
     return definitions
