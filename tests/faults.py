@@ -156,8 +156,9 @@ class Layer:
     def other_actor(self, stack: str, status: str, seconds: float, then: str | None = None) -> None:
         """Another actor's operation on `stack`: `status` for `seconds`, then `then`.
 
-        `then` defaults to the matching *_COMPLETE; DELETE_COMPLETE (the default after DELETE_IN_PROGRESS)
-        deletes the stack.
+        The seconds run from the first request that names the stack (a listing shows it under way
+        before), so that a doit run, however slow to start, finds it under way. `then` defaults to the
+        matching *_COMPLETE; DELETE_COMPLETE (the default after DELETE_IN_PROGRESS) deletes the stack.
         """
         with self.lock:
             self.cloud.other_actor(stack, status, seconds, then)

@@ -130,9 +130,16 @@ class Overlay:
     template: str | None = None  # what GetTemplate shows, when moto holds a stand-in
     then: Callable[[], None] | None = None  # applied to moto when the last phase begins
     previous: Deployed | None = None  # what an update in progress replaced
+    # another actor's operation: its clock starts at the first request that names the stack (`arm`), so
+    # that a doit run, however long it takes to start, still finds it under way
+    armed: bool = True
+    name: str = ""
+    event_ids: frozenset[str] = frozenset()
 
     def phase(self, now: float) -> Phase:
         current = self.phases[0]
+        if not self.armed:
+            return current
         for phase in self.phases:
             if phase.at <= now:
                 current = phase
@@ -193,6 +200,8 @@ class CloudFormation:
 
     def handle(self, request: Request) -> Answer:
         self.tick(time.time())
+        if request.stack:
+            self._arm(request.stack, time.time())
         route: dict[str, Callable[[Request], Answer]] = {
             "CreateStack": self._create,
             "UpdateStack": self._update,
@@ -211,9 +220,18 @@ class CloudFormation:
     def tick(self, now: float) -> None:
         """Apply to moto what scripted operations do at their end (a deferred delete)."""
         for overlay in self.overlays.values():
-            if overlay.then is not None and now >= overlay.end:
+            if overlay.armed and overlay.then is not None and now >= overlay.end:
                 then, overlay.then = overlay.then, None
                 then()
+
+    def _arm(self, name_or_id: str, now: float) -> None:
+        for stack_id, overlay in self.overlays.items():
+            if not overlay.armed and name_or_id in (stack_id, overlay.name):
+                delta = now - overlay.phases[0].at
+                overlay.phases = [replace(phase, at=phase.at + delta) for phase in overlay.phases]
+                ids = overlay.event_ids
+                self.events[stack_id] = [replace(e, at=e.at + delta) if e.id in ids else e for e in self.events[stack_id]]  # fmt: skip
+                overlay.armed = True
 
     def busy_until(self) -> float:
         return max((o.end for o in self.overlays.values()), default=0.0)
@@ -410,7 +428,8 @@ class CloudFormation:
             stack_id = found.id if found else None
         if stack_id not in self.events:
             return self._forward(request)
-        now = time.time()
+        overlay = self.overlays.get(stack_id)
+        now = time.time() if overlay is None or overlay.armed else overlay.phases[0].at
         result = ET.Element("Result")
         listed = ET.SubElement(result, "StackEvents")
         for event in sorted(self.events[stack_id], key=lambda e: e.at, reverse=True):
@@ -451,6 +470,7 @@ class CloudFormation:
             seconds=seconds,
             moto_settles=deleted,
             then=self._deleter(stack.id) if deleted else None,
+            armed=False,
         )
 
     def set_status(self, name: str, status: str, reason: str | None) -> None:
@@ -485,6 +505,7 @@ class CloudFormation:
         then: Callable[[], None] | None = None,
         template: str | None = None,
         previous: Deployed | None = None,
+        armed: bool = True,
     ) -> None:
         """Record an operation: its statuses over time, and its events (one per status and resource).
 
@@ -514,8 +535,10 @@ class CloudFormation:
                     phases.append(
                         Phase(at, None if index == timed and moto_settles else step.status, step.reason)
                     )
-        self.overlays[stack.id] = Overlay(phases, template, None if seconds == 0 else then, previous)
-        if then is not None and seconds == 0:
+        ids = frozenset(event.id for event in log if event.at >= start)
+        delayed = None if seconds == 0 and armed else then
+        self.overlays[stack.id] = Overlay(phases, template, delayed, previous, armed, stack.name, ids)
+        if then is not None and delayed is None:
             then()
 
     def _deleter(self, stack_id: str) -> Callable[[], None]:
