@@ -48,15 +48,15 @@ def check_account(target: Target) -> None:
 
 
 def config() -> botocore.config.Config:
-    timeout = _number(TIMEOUT_ENV, DEFAULT_TIMEOUT)
+    timeout = positive_number(TIMEOUT_ENV, DEFAULT_TIMEOUT)
     # standard mode retries throttling and transient errors with jittered backoff
-    retries: Any = {"mode": "standard", "max_attempts": int(_number(ATTEMPTS_ENV, DEFAULT_ATTEMPTS))}
+    retries: Any = {"mode": "standard", "max_attempts": int(positive_number(ATTEMPTS_ENV, DEFAULT_ATTEMPTS))}
     return botocore.config.Config(
         retries=retries, connect_timeout=timeout, read_timeout=timeout, user_agent_extra="phasedoit"
     )
 
 
-def _number(name: str, default: float) -> float:
+def positive_number(name: str, default: float) -> float:
     value = os.environ.get(name)
     if value is None:
         return default

@@ -24,7 +24,7 @@ from doit.task import UptodateCalculator
 from phasedoit.deployers import Watched
 from phasedoit.errors import PhasedoitError
 from phasedoit.planning import ServicePlan
-from phasedoit.stack import DEPLOYED, RemoteStack, Target, Verdict, digest
+from phasedoit.stack import DEPLOYED, ROLLED_BACK, RemoteStack, Target, Verdict, digest
 
 # Never part of what a service deploys: VCS folders, caches, installed packages, build outputs of tools.
 DEFAULT_EXCLUDE = (
@@ -197,6 +197,8 @@ def reasons(current: Fingerprint, last: Mapping[str, Any], remote: RemoteStack |
     """Why the service must deploy; none when its stack carries the current fingerprint."""
     if remote is None:
         return ["stack missing" if last.get("fingerprint") else "never deployed"]
+    if remote.status in ROLLED_BACK:
+        return [] if remote.fingerprint == current.value else ["last update rolled back"]
     if remote.status not in DEPLOYED:
         return [f"stack is {remote.status}"]
     if remote.fingerprint == current.value:

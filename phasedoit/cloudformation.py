@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
-from phasedoit import aws
+from phasedoit import aws, states
 from phasedoit.aws import message as _message
 from phasedoit.aws import translated as _translated
 from phasedoit.errors import PhasedoitError
@@ -35,9 +35,10 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudformation.type_defs import StackEventTypeDef, StackTypeDef
 
 Say = Callable[[str], None]
-# A failed first create leaves a stack that cannot be updated, only deleted and created again.
-RECREATE = {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED", "REVIEW_IN_PROGRESS"}
 NO_UPDATES = "No updates are to be performed."
+# How long phasedoit waits for a stack's operation (CloudFormation's own default is no limit)
+STACK_TIMEOUT_ENV, DEFAULT_STACK_TIMEOUT = "PHASEDOIT_STACK_TIMEOUT", 3 * 3600.0
+NOT_CANCELLABLE = "CancelUpdateStack cannot be called from current stack status"
 OWNER_TAGS = (APP_TAG, STAGE_TAG, SERVICE_TAG)
 
 
@@ -56,7 +57,12 @@ class Waiting:
             delay = min(delay * 1.5, self.most)
 
 
+def stack_waiting() -> Waiting:
+    return Waiting(timeout=aws.positive_number(STACK_TIMEOUT_ENV, DEFAULT_STACK_TIMEOUT))
+
+
 def client(target: Target) -> CloudFormationClient:
+    stack_waiting()  # a wrong PHASEDOIT_STACK_TIMEOUT stops the run at its first call, not at a deploy
     client: CloudFormationClient = aws.client(target, "cloudformation")
     return client
 
@@ -71,36 +77,66 @@ def describe(cfn: CloudFormationClient, name: str) -> StackTypeDef | None:
 
 
 def deploy_stack(
-    cfn: CloudFormationClient, spec: StackSpec, say: Say, waiting: Waiting = Waiting(), adopt: bool = False
+    cfn: CloudFormationClient,
+    spec: StackSpec,
+    say: Say,
+    waiting: Waiting | None = None,
+    adopt: bool = False,
 ) -> Deployed:
     """Create or update the stack as `spec` says; its tags say who owns it (`check_owner`)."""
+    waiting = waiting or stack_waiting()
     with _translated():
-        stack = describe(cfn, spec.name)
-        if stack:
-            check_owner(stack, spec.tags, adopt)
-        if (
-            stack
-            and stack["StackStatus"].endswith("_IN_PROGRESS")
-            and stack["StackStatus"] != "REVIEW_IN_PROGRESS"
-        ):
-            say(f"waiting for {spec.name} ({stack['StackStatus']})")
-            stack = _settle(cfn, stack["StackId"], waiting)
-        if stack and stack["StackStatus"] in RECREATE:
-            say(f"deleting {spec.name} ({stack['StackStatus']}) to create it again")
-            _delete(cfn, stack["StackId"], waiting)
-            stack = None
+        stack = _ready(cfn, spec, say, waiting, adopt)
         if stack is None:
             say(f"creating {spec.name}")
-            stack_id = _create(cfn, spec)
-            action = "created"
-        else:
-            say(f"updating {spec.name}")
-            stack_id = stack["StackId"]
-            action = "updated" if _update(cfn, spec) else "unchanged"
-        final = _settle(cfn, stack_id, waiting)
-        if final["StackStatus"] not in DEPLOYED:
-            raise PhasedoitError(_failure(cfn, final))
-        return Deployed(action, *_outputs(final))
+            final = _finish(cfn, _create(cfn, spec), waiting, DEPLOYED)
+            return Deployed("created", *_outputs(final))
+        say(f"updating {spec.name}")
+        if not _update(cfn, spec):
+            return Deployed("unchanged", *_outputs(stack))  # "No updates" from any stable status
+        final = _finish(cfn, stack["StackId"], waiting, DEPLOYED)
+        return Deployed("updated", *_outputs(final))
+
+
+def _ready(
+    cfn: CloudFormationClient, spec: StackSpec, say: Say, waiting: Waiting, adopt: bool
+) -> StackTypeDef | None:
+    """The stack, in a status an update can start from; None when there is none to update: create it."""
+    stack = describe(cfn, spec.name)
+    if stack is None:
+        return None
+    if states.action(stack["StackStatus"]) == states.REVIEW:
+        if not _ours(stack, spec.tags):  # another actor's change set: never ours to delete
+            raise PhasedoitError(states.review(spec.name))
+    else:
+        check_owner(stack, spec.tags, adopt)
+    if states.action(stack["StackStatus"]) == states.WAIT:
+        stack = _wait_for_others(cfn, stack, say, waiting)
+        if stack["StackStatus"] == "DELETE_COMPLETE":
+            return None  # deleted by someone else while phasedoit waited
+    status = stack["StackStatus"]
+    kind = states.action(status)
+    if kind in (states.RECREATE, states.REVIEW):
+        say(f"deleting {spec.name} ({status}) to create it again")
+        _delete(cfn, stack, waiting)
+        return None
+    if kind != states.UPDATE:
+        raise PhasedoitError(_stuck(cfn, stack))
+    return stack
+
+
+def _wait_for_others(
+    cfn: CloudFormationClient, stack: StackTypeDef, say: Say, waiting: Waiting
+) -> StackTypeDef:
+    name, status = stack["StackName"], stack["StackStatus"]
+    say(f"waiting for {name}: another operation is in progress ({status})")
+    settled = _settle(cfn, stack["StackId"], waiting)
+    if states.in_progress(settled["StackStatus"]):
+        raise PhasedoitError(
+            f"{name} is still {settled['StackStatus']} after {waiting.timeout:g} s ({STACK_TIMEOUT_ENV}):"
+            " another operation is in progress; nothing was done"
+        )
+    return settled
 
 
 def remove_stack(
@@ -108,7 +144,7 @@ def remove_stack(
     name: str,
     owner: Mapping[str, str],
     say: Say,
-    waiting: Waiting = Waiting(),
+    waiting: Waiting | None = None,
     *,
     adopt: bool = False,
     alone: bool = False,
@@ -118,6 +154,7 @@ def remove_stack(
     False if there was none. `alone`: refused while any stack imports one of its exports (the whole
     stage's removal checks that for all of its stacks at once, and removes importers first).
     """
+    waiting = waiting or stack_waiting()
     with _translated():
         stack = describe(cfn, name)
         if stack is None:
@@ -136,8 +173,12 @@ def remove_stack(
                     f"refused: {', '.join(sorted(imported))} of {name} is imported by {', '.join(users)}:"
                     " remove those first; nothing was removed"
                 )
+        if states.action(stack["StackStatus"]) == states.WAIT:
+            stack = _wait_for_others(cfn, stack, say, waiting)
+            if stack["StackStatus"] == "DELETE_COMPLETE":
+                return False  # someone else deleted it meanwhile
         say(f"deleting {name}")
-        _delete(cfn, stack["StackId"], waiting)
+        _delete(cfn, stack, waiting)
         return True
 
 
@@ -171,6 +212,14 @@ def check_owner(stack: StackTypeDef, owner: Mapping[str, str], adopt: bool) -> N
     raise PhasedoitError(
         f"{name} belongs to service {service} of app {app}, not to service {owner.get(SERVICE_TAG)}"
     )
+
+
+def _ours(stack: StackTypeDef, owner: Mapping[str, str]) -> bool:
+    try:
+        check_owner(stack, owner, adopt=False)
+    except PhasedoitError:
+        return False
+    return True
 
 
 def exports_of(cfn: CloudFormationClient, stacks: list[str]) -> dict[str, str]:
@@ -266,32 +315,69 @@ def _arguments(spec: StackSpec) -> dict[str, Any]:
     }
 
 
-def _delete(cfn: CloudFormationClient, stack_id: str, waiting: Waiting) -> None:
-    cfn.delete_stack(StackName=stack_id, ClientRequestToken=_token())
+def _delete(cfn: CloudFormationClient, stack: StackTypeDef, waiting: Waiting) -> None:
+    cfn.delete_stack(StackName=stack["StackId"], ClientRequestToken=_token())
+    _finish(cfn, stack["StackId"], waiting, frozenset({"DELETE_COMPLETE"}))
+
+
+def _finish(cfn: CloudFormationClient, stack_id: str, waiting: Waiting, done: frozenset[str]) -> StackTypeDef:
+    """Wait for phasedoit's own operation on the stack: the stack when it ends in one of `done`."""
     final = _settle(cfn, stack_id, waiting)
-    if final["StackStatus"] != "DELETE_COMPLETE":
-        raise PhasedoitError(_failure(cfn, final))
+    if final["StackStatus"] == "UPDATE_IN_PROGRESS":
+        final = _cancel(cfn, final, waiting)
+    status = final["StackStatus"]
+    if status in done:
+        return final
+    if states.in_progress(status):
+        raise PhasedoitError(
+            f"{final['StackName']} is still {status} after {waiting.timeout:g} s ({STACK_TIMEOUT_ENV}):"
+            " left to CloudFormation; the next run waits for it"
+        )
+    raise PhasedoitError(_stuck(cfn, final))
+
+
+def _cancel(cfn: CloudFormationClient, stack: StackTypeDef, waiting: Waiting) -> StackTypeDef:
+    """An update that outlasts the wait is cancelled: CloudFormation rolls it back, as Sceptre does it."""
+    name = stack["StackName"]
+    try:
+        cfn.cancel_update_stack(StackName=stack["StackId"], ClientRequestToken=_token())
+    except botocore.exceptions.ClientError as e:
+        if _message(e) != NOT_CANCELLABLE:
+            raise
+        return cfn.describe_stacks(StackName=stack["StackId"])["Stacks"][0]  # it ended meanwhile
+    raise PhasedoitError(
+        f"{name} was still UPDATE_IN_PROGRESS after {waiting.timeout:g} s ({STACK_TIMEOUT_ENV}):"
+        " the update is cancelled, CloudFormation rolls it back"
+    )
 
 
 def _settle(cfn: CloudFormationClient, stack_id: str, waiting: Waiting) -> StackTypeDef:
-    """Poll by stack id (a deleted stack stays visible by id) until no operation is in progress."""
+    """Poll by stack id (a deleted stack stays visible by id) until no operation is in progress.
+
+    Past the deadline, the stack is returned as it is, still in progress.
+    """
     deadline = time.monotonic() + waiting.timeout
     for delay in waiting.delays():
         stack = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
-        if not stack["StackStatus"].endswith("_IN_PROGRESS") or time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if not states.in_progress(stack["StackStatus"]) or left <= 0:
             return stack
-        time.sleep(delay)
+        time.sleep(min(delay, left))
     raise AssertionError("unreachable: delays() never ends")
 
 
-def _failure(cfn: CloudFormationClient, stack: StackTypeDef) -> str:
-    """The first failed resource of the last operation and its reason, else the stack's own reason."""
-    status = stack["StackStatus"]
-    for event in _last_operation_events(cfn, stack["StackId"]):
-        reason = event.get("ResourceStatusReason", "")
-        if event["ResourceStatus"].endswith("_FAILED") and event["LogicalResourceId"] != stack["StackName"]:
-            return f"{event['LogicalResourceId']} ({event['ResourceType']}): {reason} [{status}]"
-    return f"{stack.get('StackStatusReason') or 'failed'} [{status}]"
+def _stuck(cfn: CloudFormationClient, stack: StackTypeDef) -> str:
+    """The one line that says why the stack is not deployed, and what to do."""
+    name, status = stack["StackName"], stack["StackStatus"]
+    kind = states.action(status)
+    if kind == states.UNKNOWN:
+        return states.unknown(name, status)
+    events = _last_operation_events(cfn, stack["StackId"])
+    if kind == states.STUCK_ROLLBACK:
+        return states.stuck_rollback(name, status, events)
+    if kind == states.DELETE_FAILED:
+        return states.delete_failed(name, events)
+    return states.failure(status, events, stack.get("StackStatusReason"))
 
 
 def _last_operation_events(cfn: CloudFormationClient, stack_id: str) -> list[StackEventTypeDef]:

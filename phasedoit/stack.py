@@ -11,6 +11,9 @@ EXPORTS_TAG = "phasedoit:exports"  # digest of the definitions of the stack's ex
 APP_TAG, STAGE_TAG, SERVICE_TAG = "phasedoit:app", "phasedoit:stage", "phasedoit:service"
 # The statuses of a stack whose last operation succeeded.
 DEPLOYED = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
+# The statuses of a stack whose last update (or import) rolled back: it runs its previous template, and its
+# tags are the previous ones too (its fingerprint says what it runs).
+ROLLED_BACK = frozenset({"UPDATE_ROLLBACK_COMPLETE", "IMPORT_ROLLBACK_COMPLETE"})
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,10 @@ def remote(fingerprint: str | None = NOW.value, status: str = "UPDATE_COMPLETE")
         (NOW, {}, None, ["never deployed"]),
         (NOW, LAST, None, ["stack missing"]),
         (NOW, LAST, remote(status="ROLLBACK_COMPLETE"), ["stack is ROLLBACK_COMPLETE"]),
-        (NOW, LAST, remote(status="UPDATE_ROLLBACK_COMPLETE"), ["stack is UPDATE_ROLLBACK_COMPLETE"]),
+        # a rolled-back update leaves the previous template and tags: its fingerprint tag says what runs
+        (NOW, LAST, remote(status="UPDATE_ROLLBACK_COMPLETE"), []),
+        (NOW, LAST, remote("old", status="UPDATE_ROLLBACK_COMPLETE"), ["last update rolled back"]),
+        (NOW, LAST, remote("old", status="IMPORT_ROLLBACK_COMPLETE"), ["last update rolled back"]),
         (NOW, {}, remote(None), ["stack not deployed by phasedoit"]),
         (NOW, {}, remote("old"), ["changed since its last deploy"]),
         (NOW, LAST, remote("other"), ["stack changed outside phasedoit"]),

@@ -80,7 +80,7 @@ def test_create_then_update_then_unchanged(moto: Moto) -> None:
 def test_a_create_that_rolls_back_is_deleted_and_created_again(layer: Layer) -> None:
     with pytest.raises(PhasedoitError) as e:
         deploy(layer, spec("b-dev", IMPORTER))  # the export it imports does not exist: it rolls back
-    assert str(e.value) == "failed [ROLLBACK_COMPLETE]"
+    assert str(e.value) == "No export named dev-TopicArn found. [ROLLBACK_COMPLETE]"
     deploy(layer, spec("a-dev", EXPORTER, Stage="dev"))
     said: list[str] = []
     assert deploy(layer, spec("b-dev", IMPORTER), said).action == "created"
@@ -93,9 +93,14 @@ def test_another_actors_change_set_is_never_deleted(moto: Moto) -> None:
     cfn.create_change_set(
         StackName="d-dev", ChangeSetName="x", TemplateBody=json.dumps(EXPORTER), ChangeSetType="CREATE"
     )
-    with pytest.raises(PhasedoitError) as e:
-        deploy(moto, spec("d-dev", EXPORTER, Stage="dev"))
-    assert str(e.value) == "d-dev exists and was not made by phasedoit: run with adopt=d to take it over"
+    ours = cloudformation.client(Target("us-east-1", moto.url))
+    for adopt in (False, True):  # not even when asked to take the stack over: the change set is theirs
+        with pytest.raises(PhasedoitError) as e:
+            cloudformation.deploy_stack(ours, spec("d-dev", EXPORTER, Stage="dev"), print, FAST, adopt=adopt)
+        assert str(e.value) == (
+            "d-dev is REVIEW_IN_PROGRESS: another actor's change set creates it; execute or delete that"
+            " change set first"
+        )
     assert [s["StackStatus"] for s in cfn.describe_stacks()["Stacks"]] == ["REVIEW_IN_PROGRESS"]
 
 

@@ -180,7 +180,10 @@ def test_a_failure_stops_later_phases(shop: Path, moto: Moto) -> None:
         "warning: services/confirmation-job/template.yml: Resources.TopicParameter.Properties.Value:"
         " cannot resolve Fn::ImportValue"
     ) in result.stderr
-    assert "confirmation-job: failed [ROLLBACK_COMPLETE]" in result.stderr.splitlines()
+    assert (
+        "confirmation-job: No export named dev-CartTableArn found. [ROLLBACK_COMPLETE]"
+        in result.stderr.splitlines()
+    )
     assert result.stdout.splitlines()[-1].startswith("1 deployed, 1 failed (")
     assert "reset-cart-job" not in result.stdout + result.stderr
     assert "reset-cart-job-dev" not in stacks(moto)

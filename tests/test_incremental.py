@@ -104,7 +104,11 @@ def test_a_changed_export_in_use_is_refused_by_cloudformation(shop: Path, layer:
     # the topic's ARN is the value of an export both jobs import: CloudFormation rolls the update back
     assert (result.returncode, result.stderr.splitlines()) == (
         1,
-        ["checkout-api: updating checkout-api-dev", "checkout-api: failed [UPDATE_ROLLBACK_COMPLETE]"],
+        [
+            "checkout-api: updating checkout-api-dev",
+            "checkout-api: Cannot update export dev-PurchasedTopicArn as it is in use by confirmation-job-dev"
+            " and reset-cart-job-dev [UPDATE_ROLLBACK_COMPLETE]",
+        ],
     )
     assert layer.written() == [("UpdateStack", "checkout-api-dev")]
     events = layer.client().describe_stack_events(StackName="checkout-api-dev")["StackEvents"]
@@ -127,8 +131,10 @@ def test_a_failure_then_the_fix_deploys_only_the_failed_service(shop: Path, laye
     layer.written()
     result = doit(shop, "-n", "4", "deploy")
     assert result.returncode == 1
-    # the create rolled back; the reason is in the stack's events only
-    assert "confirmation-job: failed [ROLLBACK_COMPLETE]" in result.stderr.splitlines()
+    assert (
+        "confirmation-job: Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
+        " [ROLLBACK_COMPLETE]"
+    ) in result.stderr.splitlines()
     assert layer.written() == [("CreateStack", "confirmation-job-dev")]  # a comment is not sent
     template.write_text(good)
     deploy(shop)
