@@ -34,6 +34,7 @@ STACK_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
 REGION_RE = re.compile(r"[a-z]{2,4}(-[a-z]+)+-\d{1,2}")  # us-east-1, us-gov-west-1, eusc-de-east-1
 ACCOUNT_RE = re.compile(r"\d{12}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # A template wins over a serverless.yml in the same folder.
 DEFINITION_NAMES = TEMPLATE_NAMES + SERVERLESS_NAMES
 # Settings phasedoit passes to CloudFormation itself: the Serverless Framework has its own for a stack.
@@ -141,10 +142,20 @@ class StageSettings(_Model):
     parameters: dict[str, ParameterValue] = {}
     # `remove` asks first (or needs yes=1 without a terminal); by default, a stage bound to an account
     protected: bool | None = None
+    artifacts_bucket: str | None = None  # where code and large templates go; default: one phasedoit creates
 
     @property
     def is_protected(self) -> bool:
         return self.protected if self.protected is not None else self.account is not None
+
+    @field_validator("artifacts_bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is not None and (not BUCKET_RE.fullmatch(value) or ".." in value):
+            raise ValueError(
+                f"{value!r} is not an S3 bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
+            )
+        return value
 
     @field_validator("region")
     @classmethod

@@ -13,10 +13,12 @@ from phasedoit.errors import PhasedoitError
 from phasedoit.intrinsics import Scope, Unknown, UnresolvedError
 
 TEMPLATE_NAMES = ("template.yml", "template.yaml", "template.json")
-# CloudFormation takes at most this many bytes as TemplateBody; larger ones must come from S3.
+# CloudFormation takes at most this many bytes as TemplateBody; larger ones must come from S3,
+# up to 1 MB (CloudFormation counts in KiB: the inline limit is 50 KiB).
 MAX_BODY_BYTES = 51_200
 # A parameter of this type is sent as an SSM parameter's name; CloudFormation reads its value when it deploys.
 SSM_PARAMETER_TYPE = "AWS::SSM::Parameter::Value<"
+MAX_URL_BYTES = 1_048_576
 
 
 def load_template(path: Path, shown: str) -> dict[str, Any]:
@@ -28,13 +30,18 @@ def load_template(path: Path, shown: str) -> dict[str, Any]:
 
 def template_body(template: dict[str, Any], shown: str) -> str:
     """The normalized body sent to CloudFormation: compact JSON, short forms already expanded."""
-    body = json.dumps(template, separators=(",", ":"), default=str)
+    body = render(template)
     if len(body.encode()) > MAX_BODY_BYTES:
         raise PhasedoitError(
             f"{shown}: template is {len(body.encode())} bytes as JSON;"
             f" CloudFormation takes at most {MAX_BODY_BYTES} inline"
         )
     return body
+
+
+def render(template: Mapping[str, Any]) -> str:
+    """A template as compact JSON (what phasedoit sends, inline or through S3)."""
+    return json.dumps(template, separators=(",", ":"), default=str)
 
 
 def parameter_names(template: dict[str, Any]) -> set[str]:
