@@ -156,6 +156,7 @@ class Package:
     template: Artifact | None = None  # the body itself, when too large to send inline
     capabilities: tuple[str, ...] = ()  # the service's, and CAPABILITY_AUTO_EXPAND for a transform
     notes: tuple[str, ...] = ()  # what packaging decided, for the plan
+    store: Store = Store()  # the bucket and region as the plan knew them
 
     @property
     def uploads(self) -> tuple[Artifact, ...]:
@@ -311,7 +312,7 @@ def package_template(
         digest = hashlib.sha256(body.encode()).hexdigest()
         big = Artifact("template", f"{digest}.template", Path(shown).name, len(body.encode()), body=body)
         notes.append(f"template of {size:,} bytes goes through the artifacts bucket")
-    return Package(body, tuple(packer.found.values()), big, capabilities, tuple(notes))
+    return Package(body, tuple(packer.found.values()), big, capabilities, tuple(notes), store)
 
 
 def _check_size(body: str, shown: str) -> int:

@@ -1,0 +1,100 @@
+"""A recording proxy in front of moto: every request (any method, any service) is forwarded and noted.
+
+Tests count what reached "AWS": S3 uploads and bucket creations, CloudFormation writes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # without the query
+    query: str
+    action: str  # a query-protocol action (CloudFormation, STS), else ""
+    copy: bool  # an S3 CopyObject
+
+    @property
+    def upload(self) -> bool:
+        """A PutObject: a PUT of an object (bucket/key), not a copy nor a bucket setting."""
+        return self.method == "PUT" and self.path.count("/") >= 2 and not self.copy and not self.query
+
+
+@dataclass
+class Recorder:
+    url: str = ""
+    requests: list[Request] = field(default_factory=list)
+
+    def uploads(self) -> list[str]:
+        return [r.path for r in self.requests if r.upload]
+
+    def actions(self) -> list[str]:
+        return [r.action for r in self.requests if r.action]
+
+
+@contextmanager
+def recording_proxy(upstream: str) -> Iterator[Recorder]:
+    recorder = Recorder()
+    lock = threading.Lock()
+    target = urllib.parse.urlsplit(upstream)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            path, _, query = self.path.partition("?")
+            form = urllib.parse.parse_qs(body.decode("utf-8", "replace")) if self.command == "POST" else {}
+            request = Request(
+                self.command,
+                path,
+                query,
+                form.get("Action", [""])[0],
+                "x-amz-copy-source" in {k.lower() for k in self.headers},
+            )
+            with lock:
+                recorder.requests.append(request)
+            dropped = ("host", "content-length", "expect")  # http.server answered the 100-continue itself
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+            # http.client, not urllib: urllib gives a body without a Content-Type a form's, which moto parses
+            connection = http.client.HTTPConnection(target.hostname or "", target.port)
+            try:
+                connection.request(self.command, self.path, body, headers)
+                answer = connection.getresponse()
+                status, payload, kept = answer.status, answer.read(), answer.getheaders()
+            finally:
+                connection.close()
+            self.send_response(status)
+            hop = ("content-length", "transfer-encoding", "connection", "server", "date")
+            for name, value in kept:
+                # a HEAD answer keeps the object's length; every other gets the length of its body
+                if name.lower() not in hop or (name.lower() == "content-length" and self.command == "HEAD"):
+                    self.send_header(name, value)
+            if self.command != "HEAD":
+                self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield recorder
+    finally:
+        server.shutdown()
+        server.server_close()
