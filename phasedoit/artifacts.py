@@ -23,17 +23,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import boto3
-import botocore.config
 import botocore.exceptions
 
-from phasedoit import packaging
+from phasedoit import aws, packaging
 from phasedoit.errors import PhasedoitError
 from phasedoit.packaging import Artifact, Package
 from phasedoit.stack import Target
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sts import STSClient
 
 Say = Callable[[str], None]
 Clock = Callable[[], datetime.datetime]
@@ -65,52 +64,33 @@ def prepare(target: Target, package: Package, say: Say, setting: str = "") -> di
     """
     if not packaging.needs_bucket(package):
         return {"TemplateBody": package.body}
-    with _translated():
+    with aws.translated("S3"):
         s3, bucket = open_bucket(target, package.store.bucket, setting)
-        publish(s3, bucket, package.uploads, say)
+        with _about(bucket):
+            publish(s3, bucket, package.uploads, say)
     return packaging.template_arguments(package, bucket.name, bucket.region)
 
 
-# One client and one checked bucket per target in each worker process: the STS call, the PBKDF2 of the
-# default name and HeadBucket happen once, not once per service.
+# One checked bucket per target in each worker process: the STS call, the PBKDF2 of the default name and
+# HeadBucket happen once, not once per service.
 _opened: dict[tuple[Target, str | None], tuple[S3Client, Bucket]] = {}
 
 
 def open_bucket(target: Target, configured: str | None, setting: str = "") -> tuple[S3Client, Bucket]:
     """The S3 client and bucket of `target`: `configured`, or phasedoit's default, created on first use."""
     if (target, configured) not in _opened:
-        session = _session(target)
-        region = session.region_name
-        if not region:
-            raise PhasedoitError("no AWS region: set AWS_REGION, or a region for the stage in phases.yml")
-        s3 = session.client("s3", endpoint_url=target.endpoint, config=_config())
+        s3: S3Client = aws.client(target, "s3")
+        region = s3.meta.region_name
         if configured:
             bucket = Bucket(configured, region, None, setting)
         else:
-            account = _account(session, target)
+            sts: STSClient = aws.client(target, "sts")
+            account = sts.get_caller_identity()["Account"]
             bucket = Bucket(packaging.default_bucket(account, region), region, account)
-        ensure_bucket(s3, bucket)
+        with _about(bucket):
+            ensure_bucket(s3, bucket)
         _opened[(target, configured)] = (s3, bucket)
     return _opened[(target, configured)]
-
-
-def _config() -> botocore.config.Config:
-    retries: Any = {"mode": "standard", "max_attempts": 10}
-    return botocore.config.Config(retries=retries, user_agent_extra="phasedoit")
-
-
-def _session(target: Target) -> boto3.session.Session:
-    key = "local" if target.local is not None else None  # the embedded endpoint takes any credentials
-    return boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=key, region_name=target.region)
-
-
-def _account(session: boto3.session.Session, target: Target) -> str:
-    sts = session.client("sts", endpoint_url=target.endpoint, config=_config())
-    account = str(sts.get_caller_identity()["Account"])
-    if target.account and target.local is None and account != target.account:
-        where = f"stages.{target.stage}.account"
-        raise PhasedoitError(f"the AWS credentials in use are for another account than phases.yml's {where}")
-    return account
 
 
 def _owner(bucket: Bucket) -> dict[str, Any]:
@@ -124,7 +104,7 @@ def ensure_bucket(s3: S3Client, bucket: Bucket) -> None:
         s3.head_bucket(Bucket=bucket.name, **_owner(bucket))
         return
     except botocore.exceptions.ClientError as e:
-        code = _code(e)
+        code = aws.code(e)
         if code in FORBIDDEN:
             raise PhasedoitError(
                 f"artifacts bucket {bucket.name}: owned by another account,"
@@ -147,12 +127,12 @@ def create_bucket(s3: S3Client, bucket: Bucket) -> None:
             **({"CreateBucketConfiguration": where} if where else {}),
         )
     except botocore.exceptions.ClientError as e:
-        if _code(e) == "BucketAlreadyExists":
+        if aws.code(e) == "BucketAlreadyExists":
             raise PhasedoitError(
                 f"the default artifacts bucket's name {bucket.name} is taken by another account:"
                 " name a bucket of yours as artifacts_bucket for the stage in phases.yml"
             ) from None
-        if _code(e) != "BucketAlreadyOwnedByYou":  # another worker or machine was first: configure it too
+        if aws.code(e) != "BucketAlreadyOwnedByYou":  # another worker or machine was first: configure it too
             raise
     owner = _owner(bucket)
     s3.put_public_access_block(
@@ -234,7 +214,7 @@ def last_modified(s3: S3Client, bucket: Bucket, key: str) -> datetime.datetime |
     try:
         return s3.head_object(Bucket=bucket.name, Key=key, **_owner(bucket))["LastModified"]
     except botocore.exceptions.ClientError as e:
-        if _code(e) in NOT_FOUND | FORBIDDEN:
+        if aws.code(e) in NOT_FOUND | FORBIDDEN:
             return None
         raise
 
@@ -254,19 +234,10 @@ def renew(s3: S3Client, bucket: Bucket, key: str) -> None:
     )
 
 
-def _code(error: botocore.exceptions.ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 @contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """The S3 errors a user can act on, as one line."""
+def _about(bucket: Bucket) -> Iterator[None]:
+    """An S3 refusal, as one line naming the bucket (the name holds no account id)."""
     try:
         yield
     except botocore.exceptions.ClientError as e:
-        error = e.response.get("Error", {})
-        raise PhasedoitError(f"artifacts bucket: {error.get('Message') or error.get('Code') or e}") from None
-    except botocore.exceptions.EndpointConnectionError as e:
-        raise PhasedoitError(f"cannot reach S3 at {e.kwargs.get('endpoint_url')}") from None
-    except botocore.exceptions.NoCredentialsError:
-        raise PhasedoitError("no AWS credentials: set AWS_PROFILE, or run `aws configure`") from None
+        raise PhasedoitError(f"artifacts bucket {bucket.name}: {aws.message(e)}") from None

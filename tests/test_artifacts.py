@@ -47,8 +47,12 @@ def ignore(line: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fresh_process(aws_env: dict[str, str]) -> Iterator[None]:
-    """Each test is a new worker process: moto was reset, so no bucket is known to exist."""
+def fresh_process(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test is a new worker process: moto was reset, so no bucket is known to exist.
+
+    The targets name their endpoint (moto, or a proxy in front of it), as a stage's `endpoint:` does.
+    """
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
     artifacts._opened.clear()
     yield
     artifacts._opened.clear()
