@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
+from phasedoit import local_sam
 from phasedoit.local_auth import query_error
 from phasedoit.local_exports import (
     discard_stacks,
@@ -122,7 +123,7 @@ class Call:
 
 Forward = Callable[[Call], Answer]
 # (template body, request) -> the body moto gets; applied in order to CreateStack/UpdateStack/CreateChangeSet
-TEMPLATE_REWRITERS: list[Callable[[str, Call], str]] = []
+TEMPLATE_REWRITERS: list[Callable[[str, Call], str]] = [local_sam.rewrite]  # SAM: moto ignores its transform
 
 
 def handle(call: Call, forward: Forward) -> Answer:

@@ -46,9 +46,10 @@ from phasedoit.local import (
     remove_record,
 )
 from phasedoit.local_auth import MOTO_API, Refusal, error_response, signing_service, verify
-from phasedoit.local_cloudformation import Answer, Call, Crash, handle, is_read
+from phasedoit.local_cloudformation import Answer, Call, Crash, handle, is_read, rewrite_template
 from phasedoit.local_exports import discard_stacks
 from phasedoit.local_files import private_dir, secure_files, write_json
+from phasedoit.local_sam import SamError
 from phasedoit.local_snapshot import Snapshots, moto_error_text
 
 WARM_KEY = "PDLKWARMUPWARMUPWARM"
@@ -151,6 +152,8 @@ class Gate:
                 answer = self._create(call) if call.action == "CreateStack" else handle(call, self._forward)
             except Crash as crash:
                 answer = self._crash_answer(environ, call, crash)
+            except SamError as error:  # as CloudFormation's transform refuses it
+                answer = Answer(*error_response(environ, "400 Bad Request", "ValidationError", str(error)))
             if token and answer.ok:
                 self.done[done] = answer
                 while len(self.done) > DONE_KEPT:
@@ -162,6 +165,7 @@ class Gate:
         return answer
 
     def _create(self, call: Call) -> Answer:
+        rewrite_template(call)  # as `handle` does for the other actions
         crash = None
         with self.snapshots.seeded_create() as created:
             try:
