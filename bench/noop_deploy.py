@@ -298,7 +298,7 @@ PARTS = [
     ("  load_config (phases.yml, pydantic)", "phasedoit/config.py", "load_config"),
     ("  plan_stage (templates, graph)", "phasedoit/loader.py", "plan_stage"),
     ("    load_template (N calls, YAML/JSON parse)", "phasedoit/templates.py", "load_template"),
-    ("    template_body (N calls, json.dumps)", "phasedoit/templates.py", "template_body"),
+    ("    package_template (N calls: json.dumps, code hashed)", "phasedoit/packaging.py", "package_template"),
     ("    find_dependencies (N calls)", "phasedoit/templates.py", "find_dependencies"),
     ("doit: load tasks (task creators → Task objects)", "doit/loader.py", "load_tasks"),
     ("doit: run (dispatch, uptodate checks, reporter)", "doit/runner.py", "run_all"),

@@ -21,16 +21,14 @@ from typing import Any
 
 from doit.task import UptodateCalculator
 
+from phasedoit import packaging
 from phasedoit.deployers import Watched
 from phasedoit.errors import PhasedoitError
 from phasedoit.planning import ServicePlan
 from phasedoit.stack import DEPLOYED, ROLLED_BACK, RemoteStack, Target, Verdict, digest
 
-# Never part of what a service deploys: VCS folders, caches, installed packages, build outputs of tools.
-DEFAULT_EXCLUDE = (
-    ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-    "node_modules", ".venv", ".serverless", ".aws-sam", ".DS_Store", ".phasedoit",
-)  # fmt: skip
+# Never part of what a service deploys (packaging leaves them out of zips too).
+DEFAULT_EXCLUDE = packaging.DEFAULT_EXCLUDE
 
 
 def file_hashes(folder: Path, exclude: Iterable[str], *, root: Path | None = None) -> dict[str, str]:

@@ -307,8 +307,9 @@ def _token() -> str:
 
 
 def _arguments(spec: StackSpec) -> dict[str, Any]:
+    template = {"TemplateURL": spec.template_url} if spec.template_url else {"TemplateBody": spec.body}
     return {
-        "TemplateBody": spec.body,
+        **template,
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(spec.parameters.items())],
         "Tags": [{"Key": k, "Value": v} for k, v in sorted(spec.tags.items())],
         "Capabilities": list(spec.capabilities),

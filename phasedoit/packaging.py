@@ -26,6 +26,11 @@ from typing import Any
 from phasedoit import templates
 from phasedoit.errors import PhasedoitError
 
+# Never part of what a service deploys: VCS folders, caches, installed packages, build outputs of tools.
+DEFAULT_EXCLUDE = (
+    ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+    "node_modules", ".venv", ".serverless", ".aws-sam", ".DS_Store", ".phasedoit",
+)  # fmt: skip
 # Known only at deploy when phases.yml names no bucket: the default bucket's name comes from the account.
 BUCKET = "{{phasedoit:artifacts-bucket}}"
 S3_HOST = "{{phasedoit:s3-host}}"
@@ -299,8 +304,8 @@ def package_template(
     capabilities: tuple[str, ...] = (),
 ) -> Package:
     """Package a service's template (read from `path`, shown as `shown`); `exclude`: the service's patterns
-    with phasedoit's defaults; `capabilities`: the service's own."""
-    packer = _Packer(folder.resolve(), root.resolve(), exclude, store)
+    (phasedoit's defaults apply too); `capabilities`: the service's own."""
+    packer = _Packer(folder.resolve(), root.resolve(), DEFAULT_EXCLUDE + tuple(exclude), store)
     body = templates.render(packer.template(template, path, shown))
     notes: list[str] = []
     if packer.transforms and AUTO_EXPAND not in capabilities:
@@ -493,6 +498,17 @@ def _read(path: Path, shown: str) -> bytes:
         raise PhasedoitError(f"{shown}: cannot read {path}: {e.strerror}") from None
 
 
+def as_written(package: Package) -> str:
+    """The body with each artifact's key replaced by its path: what the template says, whatever the code.
+
+    Its digest changes with the template file only; each artifact's own digest says when its code did.
+    """
+    body = package.body
+    for artifact in package.artifacts:
+        body = body.replace(artifact.key, artifact.shown)
+    return body
+
+
 def template_arguments(package: Package, bucket: str, region: str) -> dict[str, str]:
     """The template part of a CreateStack/UpdateStack request, once the bucket is known."""
     if package.template is not None:
@@ -502,12 +518,6 @@ def template_arguments(package: Package, bucket: str, region: str) -> dict[str, 
 
 def needs_bucket(package: Package) -> bool:
     return bool(package.uploads) or BUCKET in package.body or S3_HOST in package.body
-
-
-def describe(package: Package) -> list[str]:
-    """One line per artifact and decision, for the plan."""
-    lines = [f"packages {a.shown} ({human_size(a.size)}) as {a.key[:12]}…" for a in package.artifacts]
-    return lines + list(package.notes)
 
 
 def human_size(size: int) -> str:

@@ -51,4 +51,5 @@ def _line(verdict: Verdict, deploying: set[str]) -> str:
         status = f"up to date, unless the exports of {', '.join(waits)} change"
     else:
         status = "up to date"
-    return f"  {service:<22} {status}\n"
+    notes = "".join(f"  {'':<22} {note}\n" for note in verdict.notes if reasons)
+    return f"  {service:<22} {status}\n{notes}"

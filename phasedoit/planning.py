@@ -53,6 +53,7 @@ class ServicePlan:
     adopt: bool = False  # take over its stack if it exists without phasedoit's tags (`adopt=<service>`)
     exports: Mapping[str, str] = field(default_factory=dict)  # export name -> digest of its definition
     skip: str | None = None  # why it is not deployed to this target (nor are its importers)
+    notes: tuple[str, ...] = ()  # what rendering decided that the user did not write
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def plan_stage(
             adopt=bool({name, "all"} & adopted),
             exports=r.exports,
             skip=skipped.get(name),
+            notes=r.notes,
         )
         for name, r in rendered.items()
     }

@@ -36,6 +36,7 @@ class StackSpec:
     parameters: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     capabilities: tuple[str, ...] = ()
+    template_url: str = ""  # instead of the body, for a template over 51,200 bytes: in the artifacts bucket
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Verdict:
     error: str | None = None  # the check could not run (the listing failed): the deploy reports it
     skipped: str | None = None  # why it is not deployed to this target at all
     conditional: tuple[str, ...] = ()  # the upstreams it imports from only under conditions unknown yet
+    notes: tuple[str, ...] = ()  # what rendering decided that the user did not write, for `doit plan`
 
 
 def value_hash(value: str) -> str:

@@ -154,7 +154,7 @@ def _check(plan: StagePlan, name: str) -> UpToDate:
 
 def _verdict(service: ServicePlan, phase: Phase) -> Verdict:
     conditional = service.conditional_upstreams
-    return Verdict(service.name, phase.label, service.upstreams, conditional=conditional)
+    return Verdict(service.name, phase.label, service.upstreams, conditional=conditional, notes=service.notes)
 
 
 def _notes(plan: StagePlan) -> dict[str, str]:

@@ -28,17 +28,6 @@ def load_template(path: Path, shown: str) -> dict[str, Any]:
     return template
 
 
-def template_body(template: dict[str, Any], shown: str) -> str:
-    """The normalized body sent to CloudFormation: compact JSON, short forms already expanded."""
-    body = render(template)
-    if len(body.encode()) > MAX_BODY_BYTES:
-        raise PhasedoitError(
-            f"{shown}: template is {len(body.encode())} bytes as JSON;"
-            f" CloudFormation takes at most {MAX_BODY_BYTES} inline"
-        )
-    return body
-
-
 def render(template: Mapping[str, Any]) -> str:
     """A template as compact JSON (what phasedoit sends, inline or through S3)."""
     return json.dumps(template, separators=(",", ":"), default=str)

@@ -14,7 +14,6 @@ import boto3
 import pytest
 
 from phasedoit import artifacts, packaging
-from phasedoit.changes import DEFAULT_EXCLUDE
 from phasedoit.errors import PhasedoitError
 from phasedoit.packaging import Package, Store
 from phasedoit.stack import Target
@@ -79,7 +78,7 @@ def package(folder: Path, template: dict[str, Any] = FUNCTION, bucket: str | Non
         "services/api/template.yml",
         folder=folder,
         root=folder.parent.parent,
-        exclude=DEFAULT_EXCLUDE,
+        exclude=(),
         store=Store(bucket, REGION),
     )
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from phasedoit.changes import DEFAULT_EXCLUDE, Fingerprint, file_hashes, reasons
+from phasedoit.changes import Fingerprint, file_hashes, reasons
+from phasedoit.packaging import DEFAULT_EXCLUDE
 from phasedoit.stack import RemoteStack
 
 SHA_OF_A = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"

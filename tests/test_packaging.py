@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from phasedoit import packaging
-from phasedoit.changes import DEFAULT_EXCLUDE
 from phasedoit.config import BUCKET_RE, CONFIG_NAME, load_config
 from phasedoit.errors import PhasedoitError
-from phasedoit.packaging import BUCKET, S3_HOST, Package, Store
+from phasedoit.packaging import BUCKET, DEFAULT_EXCLUDE, S3_HOST, Package, Store
 from phasedoit.templates import MAX_BODY_BYTES
 
 SHOWN = "services/api/template.yml"
@@ -41,7 +40,7 @@ def package(folder: Path, template: dict[str, Any], store: Store = UNKNOWN, **kw
         SHOWN,
         folder=folder,
         root=folder.parent.parent,
-        exclude=DEFAULT_EXCLUDE + tuple(kwargs.pop("exclude", ())),
+        exclude=tuple(kwargs.pop("exclude", ())),
         store=store,
         **kwargs,
     )

@@ -73,6 +73,7 @@ class Rendered:
     exports: Mapping[str, str] = field(default_factory=dict)  # export name -> digest of its definition
     skip: str | None = None  # why it cannot deploy to the stage's target (and is skipped, with its importers)
     missing: tuple[str, ...] = ()  # parameters it declares that get neither a value nor a default
+    notes: tuple[str, ...] = ()  # what rendering decided that the user did not write (`doit plan` says it)
 
 
 class Deployer(Protocol):

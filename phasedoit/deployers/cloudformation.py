@@ -1,13 +1,14 @@
-"""CloudFormation templates: phasedoit renders the body itself, sends it, and waits for the stack."""
+"""CloudFormation templates: phasedoit renders the body itself, packages the local code it points at,
+sends it, and waits for the stack."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from phasedoit import intrinsics, templates
+from phasedoit import intrinsics, packaging, templates
 from phasedoit.config import CONFIG_NAME
 from phasedoit.deployers import FORMAT, Context, Rendered, Say, no_guard, pseudo_parameters
 from phasedoit.errors import PhasedoitError
@@ -36,6 +37,14 @@ DYNAMIC_REFERENCE = re.compile(r"\{\{resolve:(ssm|secretsmanager):([^}]*)\}\}")
 SSM_PARAMETER_TYPE = "AWS::SSM::Parameter::Value<"
 
 
+@dataclass(frozen=True)
+class Request:
+    """What a deploy sends: the stack's request, and what its template points at in the artifacts bucket."""
+
+    stack: StackSpec
+    package: packaging.Package
+
+
 def render(context: Context, service: Service) -> Rendered:
     app, stage, where = context.app, context.stage, context.target
     shown = app.shown(service.template)
@@ -50,8 +59,18 @@ def render(context: Context, service: Service) -> Rendered:
     parameters |= _values(context, service, declared)
     name = service.stack_name(app.name, stage)
     tags = {**service.settings.tags, APP_TAG: app.name, STAGE_TAG: stage, SERVICE_TAG: service.name}
-    body = templates.template_body(template, shown)
-    spec = StackSpec(name, body, parameters, tags, tuple(service.settings.capabilities))
+    package = packaging.package_template(
+        template,
+        service.template,
+        shown,
+        folder=service.folder,
+        root=app.root,
+        exclude=tuple(service.settings.exclude),
+        store=packaging.Store(context.settings.artifacts_bucket, where.region),
+        capabilities=tuple(service.settings.capabilities),
+    )
+    body = package.body
+    spec = StackSpec(name, body, parameters, tags, package.capabilities)
     known = {**parameters, **pseudo_parameters(name, where.region, context.settings.account)}
     ignored = service.settings.deploy_time_values == "ignore"
     always = None if ignored else deploy_time_values(template, body)
@@ -59,13 +78,18 @@ def render(context: Context, service: Service) -> Rendered:
     return Rendered(
         deployer="cloudformation",
         stack=name,
-        request=spec,
+        request=Request(spec, package),
         dependencies=templates.find_dependencies(template, known, shown),
-        files={service.template.relative_to(service.folder).as_posix(): digest(body)},
+        # what is sent, by where it comes from: the template, and each artifact (its key is its digest)
+        files={
+            service.template.relative_to(service.folder).as_posix(): digest(packaging.as_written(package)),
+            **{artifact.shown: artifact.digest for artifact in package.artifacts},
+        },
         settings=digest(sent),
         always=always,
         exports=export_definitions(template, known),
         missing=tuple(templates.missing_parameters(template, parameters)),
+        notes=package.notes,
     )
 
 
@@ -121,17 +145,23 @@ def deploy_time_values(template: dict[str, Any], body: str) -> str | None:
 
 
 def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Deployed:
-    from phasedoit import cloudformation  # boto3 loads in the workers, not when doit lists tasks
+    from phasedoit import artifacts, cloudformation  # boto3 loads in the workers, not when doit lists tasks
 
-    spec: StackSpec = plan.request
-    tags = {**spec.tags, FINGERPRINT_TAG: fingerprint, EXPORTS_TAG: digest(dict(plan.exports))}
-    tagged = replace(spec, tags=tags)
-    return cloudformation.deploy_stack(cloudformation.client(target), tagged, say, adopt=plan.adopt)
+    request: Request = plan.request
+    cfn = cloudformation.client(target)  # first: it checks the account of a stage bound to one
+    template = artifacts.prepare(target, request.package, say, f"stages.{target.stage}.artifacts_bucket")
+    tagged = replace(
+        request.stack,
+        body=template.get("TemplateBody", ""),
+        template_url=template.get("TemplateURL", ""),
+        tags={**request.stack.tags, FINGERPRINT_TAG: fingerprint, EXPORTS_TAG: digest(dict(plan.exports))},
+    )
+    return cloudformation.deploy_stack(cfn, tagged, say, adopt=plan.adopt)
 
 
 def remove(plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool:
     from phasedoit import cloudformation
 
     cfn = cloudformation.client(target)
-    owner = plan.request.tags
+    owner = plan.request.stack.tags
     return cloudformation.remove_stack(cfn, plan.stack, owner, say, adopt=plan.adopt, alone=alone)
