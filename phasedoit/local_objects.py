@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from phasedoit.local import read_json, write_json
+from phasedoit.local_files import read_json, write_json
 
 INDEX = "index.json"
 

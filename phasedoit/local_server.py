@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from phasedoit import local_objects
 from phasedoit.errors import PhasedoitError
 from phasedoit.local import (
     DEFAULT_IDLE_TIMEOUT,
@@ -101,9 +102,19 @@ def _account(environ: dict[str, Any], key_id: str) -> str:
 class Gate:
     """WSGI middleware in front of moto: the owner's requests only, one at a time, moto's gaps mended."""
 
-    def __init__(self, app: WsgiApp, snapshots: Snapshots, owner: Credentials, token: str, log: Path) -> None:
+    def __init__(
+        self,
+        app: WsgiApp,
+        snapshots: Snapshots,
+        owner: Credentials,
+        token: str,
+        log: Path,
+        *,
+        objects: local_objects.Objects | None = None,
+    ) -> None:
         self.app = app
         self.snapshots = snapshots
+        self.objects = objects  # the S3 objects the stacks' code comes from, saved with them
         self.owner = owner
         self.token = token
         self.log = log
@@ -162,6 +173,8 @@ class Gate:
             # also after a refused request: moto may have left a stack behind anyway; and after any
             # request while the last save failed, so that the state is saved as soon as it can be
             self.snapshots.save()
+            if self.objects is not None:
+                self.objects.save()
         return answer
 
     def _create(self, call: Call) -> Answer:
@@ -321,10 +334,14 @@ def serve(state_dir: Path, idle_timeout: float) -> int:
     owner = credentials(state_dir)
     snapshots = Snapshots(paths, owner.secret_access_key)
     token = secrets.token_urlsafe(24)
-    gate = Gate(DomainDispatcherApplication(create_backend_app), snapshots, owner, token, paths.log)
+    objects = local_objects.Objects(paths.dir / "objects")
+    gate = Gate(
+        DomainDispatcherApplication(create_backend_app), snapshots, owner, token, paths.log, objects=objects
+    )
     # port 0: the kernel picks a free port, no race between choosing and binding
     server = make_server(HOST, 0, gate, threaded=True, request_handler=QuietHandler)
     _warm(gate.app)
+    objects.restore()  # before the stacks: their functions' code is there
     restored = snapshots.restore()
     url = f"http://{HOST}:{server.server_port}"
     print(f"{url}: restored {restored} stacks, ready in {time.monotonic() - began:.2f} s", flush=True)
