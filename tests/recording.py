@@ -40,6 +40,30 @@ class Recorder:
         return [r.action for r in self.requests if r.action]
 
 
+def pass_on(handler: BaseHTTPRequestHandler, upstream: urllib.parse.SplitResult, body: bytes) -> None:
+    """Send the request `handler` holds to `upstream` and its answer back, headers and all."""
+    # http.client, not urllib: urllib gives a body without a Content-Type a form's, which moto parses
+    dropped = ("host", "content-length", "expect")  # http.server answered a 100-continue itself
+    headers = {k: v for k, v in handler.headers.items() if k.lower() not in dropped}
+    connection = http.client.HTTPConnection(upstream.hostname or "", upstream.port)
+    try:
+        connection.request(handler.command, handler.path, body, headers)
+        answer = connection.getresponse()
+        status, payload, kept = answer.status, answer.read(), answer.getheaders()
+    finally:
+        connection.close()
+    handler.send_response(status)
+    for name, value in kept:
+        if name.lower() not in ("transfer-encoding", "connection", "server", "date", "content-length"):
+            handler.send_header(name, value)
+    # a HEAD answer keeps the object's length; every other one has the length of its body
+    length = {k.lower(): v for k, v in kept}.get("content-length", "0")
+    handler.send_header("Content-Length", length if handler.command == "HEAD" else str(len(payload)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(payload)
+
+
 @contextmanager
 def recording_proxy(upstream: str) -> Iterator[Recorder]:
     recorder = Recorder()
@@ -62,27 +86,7 @@ def recording_proxy(upstream: str) -> Iterator[Recorder]:
             )
             with lock:
                 recorder.requests.append(request)
-            dropped = ("host", "content-length", "expect")  # http.server answered the 100-continue itself
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
-            # http.client, not urllib: urllib gives a body without a Content-Type a form's, which moto parses
-            connection = http.client.HTTPConnection(target.hostname or "", target.port)
-            try:
-                connection.request(self.command, self.path, body, headers)
-                answer = connection.getresponse()
-                status, payload, kept = answer.status, answer.read(), answer.getheaders()
-            finally:
-                connection.close()
-            self.send_response(status)
-            hop = ("content-length", "transfer-encoding", "connection", "server", "date")
-            for name, value in kept:
-                # a HEAD answer keeps the object's length; every other gets the length of its body
-                if name.lower() not in hop or (name.lower() == "content-length" and self.command == "HEAD"):
-                    self.send_header(name, value)
-            if self.command != "HEAD":
-                self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
+            pass_on(self, target, body)
 
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
