@@ -60,8 +60,8 @@ def test_deploy_in_phases_jobs_together(shop: Path, moto: Moto, layer: Layer) ->
         "reset-cart-job-dev": "CREATE_COMPLETE",
     }
     assert [e["Name"] for e in moto.client().list_exports()["Exports"]] == ["dev-PurchasedTopicArn"]
-    job = moto.client().describe_stacks(StackName="confirmation-job-dev")["Stacks"][0]
-    assert job["Outputs"][0]["OutputValue"].endswith("/dev-confirmation-job")
+    job = moto.client().describe_stacks(StackName="reset-cart-job-dev")["Stacks"][0]
+    assert job["Outputs"][0]["OutputValue"].endswith("/dev-reset-cart-job")
     assert {"Key": "phasedoit:stage", "Value": "dev"} in job["Tags"]
     api, first, second = sorted(layer.writes(), key=lambda call: call.start)
     assert (api.action, api.stack) == ("CreateStack", "checkout-api-dev")
@@ -75,7 +75,10 @@ def test_outputs_are_kept_without_account_ids(shop: Path, moto: Moto) -> None:
     with sqlite3.connect(shop / ".phasedoit" / "doit-dev.db") as db:
         rows = dict(db.execute("SELECT task_id, task_data FROM doit").fetchall())
     values = json.loads(rows["deploy:checkout-api"])["_values_:"]
-    assert values["outputs"] == {"PurchasedTopicArn": "arn:aws:sns:us-east-1:<account>:dev-purchased"}
+    assert values["outputs"] == {
+        "PurchasedTopicArn": "arn:aws:sns:us-east-1:<account>:dev-purchased",
+        "CheckoutFunction": "dev-checkout",
+    }
     assert moto.account() not in json.dumps(rows)
 
 

@@ -82,6 +82,7 @@ def test_a_stack_deleted_behind_our_back_is_created_again(shop: Path, layer: Lay
         "  checkout-api           up to date",
         "phase 2 'jobs'",
         "  confirmation-job       deploys: stack missing",
+        "                         adds CAPABILITY_AUTO_EXPAND (Transform AWS::Serverless-2016-10-31)",
         "  reset-cart-job         up to date",
     ]
     deploy(shop)
@@ -121,27 +122,27 @@ def test_a_changed_export_in_use_is_refused_by_cloudformation(shop: Path, layer:
 
 
 def test_a_failure_then_the_fix_deploys_only_the_failed_service(shop: Path, layer: Layer, moto: Moto) -> None:
-    moto.client().delete_stack(StackName="confirmation-job-dev")
-    template = shop / "services" / "confirmation-job" / "template.yml"
+    moto.client().delete_stack(StackName="reset-cart-job-dev")
+    template = shop / "services" / "reset-cart-job" / "template.yml"
     good = template.read_text()
     template.write_text(
-        good.replace("QueueName: !Sub ${Stage}-confirmation-job", "QueueName: !Sub ${Stage} jobs")
+        good.replace("QueueName: !Sub ${Stage}-reset-cart-job", "QueueName: !Sub ${Stage} jobs")
     )
-    edit(shop / "services" / "reset-cart-job" / "template.yml", "# changed too\n")
+    edit(shop / "services" / "confirmation-job" / "template.yml", "# changed too\n")
     layer.written()
     result = doit(shop, "-n", "4", "deploy")
     assert result.returncode == 1
     assert (
-        "confirmation-job: Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
+        "reset-cart-job: Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
         " [ROLLBACK_COMPLETE]"
     ) in result.stderr.splitlines()
-    assert layer.written() == [("CreateStack", "confirmation-job-dev")]  # a comment is not sent
+    assert layer.written() == [("CreateStack", "reset-cart-job-dev")]  # a comment is not sent
     template.write_text(good)
     deploy(shop)
     # a stack whose create rolled back can only be deleted, and created again
     assert layer.written() == [
-        ("DeleteStack", "confirmation-job-dev"),
-        ("CreateStack", "confirmation-job-dev"),
+        ("DeleteStack", "reset-cart-job-dev"),
+        ("CreateStack", "reset-cart-job-dev"),
     ]
 
 
@@ -255,7 +256,8 @@ def test_values_read_at_deploy_time_deploy_every_run(shop: Path, layer: Layer) -
     assert doit(shop, "plan").stdout.splitlines()[-1] == reason
     deploy(shop)
     assert layer.written() == [("UpdateStack", "reset-cart-job-dev")]
-    phases.write_text(phases.read_text() + "services:\n  reset-cart-job: {deploy_time_values: ignore}\n")
+    setting = "\nservices:\n  reset-cart-job: {deploy_time_values: ignore}\n"
+    phases.write_text(phases.read_text().replace("\nservices:\n", setting, 1))
     deploy(shop)  # the setting is part of no request: only the check changes
     assert layer.written() == []
 
