@@ -21,6 +21,7 @@ class Request:
     query: str
     action: str  # a query-protocol action (CloudFormation, STS), else ""
     copy: bool  # an S3 CopyObject
+    form: tuple[tuple[str, str], ...] = ()  # a query-protocol request's form (first values)
 
     @property
     def upload(self) -> bool:
@@ -83,6 +84,7 @@ def recording_proxy(upstream: str) -> Iterator[Recorder]:
                 query,
                 form.get("Action", [""])[0],
                 "x-amz-copy-source" in {k.lower() for k in self.headers},
+                tuple((name, values[0]) for name, values in form.items()),
             )
             with lock:
                 recorder.requests.append(request)
