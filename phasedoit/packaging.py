@@ -23,14 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phasedoit import templates
+from phasedoit import hashcache, templates
 from phasedoit.errors import PhasedoitError
+from phasedoit.hashcache import HashCache
 
 # Never part of what a service deploys: VCS folders, caches, installed packages, build outputs of tools.
 DEFAULT_EXCLUDE = (
     ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", ".ruff_cache",
     "node_modules", ".venv", ".serverless", ".aws-sam", ".DS_Store", ".phasedoit",
 )  # fmt: skip
+STATE_DIR = ".phasedoit"  # the app's, as planning names it: the hashes of its code are kept there
 # Known only at deploy when phases.yml names no bucket: the default bucket's name comes from the account.
 BUCKET = "{{phasedoit:artifacts-bucket}}"
 S3_HOST = "{{phasedoit:s3-host}}"
@@ -176,6 +178,7 @@ class _Packer:
     root: Path  # the app's folder: paths outside the service are shown from there
     exclude: tuple[str, ...]
     store: Store
+    hashes: HashCache
     found: dict[str, Artifact] = field(default_factory=dict)
     transforms: list[str] = field(default_factory=list)
     opened: list[Path] = field(default_factory=list)  # the templates being packaged, outermost first
@@ -240,7 +243,7 @@ class _Packer:
         elif path.is_file() and prop.zip_file and not zipfile.is_zipfile(path):
             artifact = self._zip(path, shown, where)
         elif path.is_file():
-            content = _hash(path, where)
+            content = _hash(path, where, self.hashes)
             artifact = Artifact("file", content.sha256 + "".join(path.suffixes[-1:]), shown, content.size,
                                 str(path))  # fmt: skip
         else:
@@ -248,7 +251,9 @@ class _Packer:
         return self.found.setdefault(artifact.key, artifact)
 
     def _zip(self, path: Path, shown: str, where: str) -> Artifact:
-        entries = [(name, _hash(file, where)) for name, file in walk(path, self.exclude, self.folder)]
+        entries = [
+            (name, _hash(file, where, self.hashes)) for name, file in walk(path, self.exclude, self.folder)
+        ]
         if not entries:
             raise PhasedoitError(f"{where}: nothing to package in {shown} (empty, or every file excluded)")
         digest = zip_digest([(name, content.mode, content.sha256) for name, content in entries])
@@ -305,7 +310,8 @@ def package_template(
 ) -> Package:
     """Package a service's template (read from `path`, shown as `shown`); `exclude`: the service's patterns
     (phasedoit's defaults apply too); `capabilities`: the service's own."""
-    packer = _Packer(folder.resolve(), root.resolve(), DEFAULT_EXCLUDE + tuple(exclude), store)
+    hashes = hashcache.for_state(root.resolve() / STATE_DIR)
+    packer = _Packer(folder.resolve(), root.resolve(), DEFAULT_EXCLUDE + tuple(exclude), store, hashes)
     body = templates.render(packer.template(template, path, shown))
     notes: list[str] = []
     if packer.transforms and AUTO_EXPAND not in capabilities:
@@ -396,23 +402,12 @@ class Content:
     mode: int  # 0o755 or 0o644: only whether it is executable survives (a Lambda bootstrap must be)
 
 
-# A plan may hash a file twice (two functions sharing a folder, a nested template's code): within one
-# process, a file not touched since is not read again. Deploys never use it: they read every byte.
-_hashed: dict[tuple[str, int, int, int, int], Content] = {}
-
-
-def _hash(path: Path, where: str) -> Content:
+def _hash(path: Path, where: str, hashes: HashCache) -> Content:
     try:
         status = path.stat()
-        # a chmod changes ctime only
-        key = (str(path), status.st_mtime_ns, status.st_ctime_ns, status.st_size, status.st_ino)
-        found = _hashed.get(key)
-        if found is None:
-            found = _hashed[key] = Content(hashlib.sha256(path.read_bytes()).hexdigest(), status.st_size,
-                                           _mode(status))  # fmt: skip
+        return Content(hashes.sha256(path, status), status.st_size, _mode(status))
     except OSError as e:
         raise PhasedoitError(f"{where}: cannot read {path}: {e.strerror}") from None
-    return found
 
 
 def _mode(status: os.stat_result) -> int:

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from phasedoit import packaging
+from phasedoit import hashcache, packaging
 from phasedoit.config import BUCKET_RE, CONFIG_NAME, load_config
 from phasedoit.errors import PhasedoitError
+from phasedoit.hashcache import HashCache
 from phasedoit.packaging import BUCKET, DEFAULT_EXCLUDE, S3_HOST, Package, Store
 from phasedoit.templates import MAX_BODY_BYTES
 
@@ -465,3 +466,35 @@ def test_artifacts_bucket_setting(tmp_path: Path, bucket: str, message: str) -> 
     assert str(error.value) == message
     config.write_text("app: shop\nstages:\n  prod: {artifacts_bucket: my.artifacts-1}\n")
     assert load_config(config).stages["prod"].artifacts_bucket == "my.artifacts-1"
+
+
+# ---- the hashes kept between runs -------------------------------------------------------------------------
+
+
+def _stamp(path: Path) -> list[int]:
+    status = path.stat()
+    return [status.st_mtime_ns, status.st_ctime_ns, status.st_size, status.st_ino]
+
+
+def test_a_file_as_it_was_is_not_read_again(tmp_path: Path) -> None:
+    code = tmp_path / "app.py"
+    code.write_text(HANDLER)
+    cache = tmp_path / ".phasedoit" / hashcache.FILE_NAME
+    cache.parent.mkdir()
+    # what an earlier run found; the hash is not the file's: only a cache that trusts it returns it
+    cache.write_text(json.dumps({"version": 1, "files": {str(code): [*_stamp(code), "f" * 64]}}))
+    assert HashCache(cache).sha256(code, code.stat()) == "f" * 64
+    code.write_text(HANDLER.upper())  # same size; its times change
+    assert HashCache(cache).sha256(code, code.stat()) == hashlib.sha256(HANDLER.upper().encode()).hexdigest()
+
+
+def test_what_a_run_hashed_is_saved_unless_just_modified(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.py", tmp_path / "new.py"
+    old.write_text("a")
+    new.write_text("b")
+    os.utime(old, (1_700_000_000, 1_700_000_000))
+    cache = HashCache(tmp_path / "hashes.json")
+    cache.sha256(old, old.stat())
+    cache.sha256(new, new.stat())  # modified this very second: an edit in the same tick would not show
+    cache.save()
+    assert list(json.loads((tmp_path / "hashes.json").read_text())["files"]) == [str(old)]
