@@ -40,6 +40,8 @@ def expand_if_sam(body: str, parameters: dict[str, str], region: str) -> str:
     except InvalidDocumentException as e:
         reasons = " ".join(cause.message for cause in e.causes)
         raise SamError(f"Transform {SAM} failed with: {e.message} {reasons}".strip()) from None
+    finally:
+        translator.metrics.publish()  # to its dummy publisher: else it warns of unpublished metrics at exit
     return json.dumps(expanded, separators=(",", ":"), default=str)
 
 

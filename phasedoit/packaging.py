@@ -188,7 +188,7 @@ class _Packer:
         self.opened.append(path.resolve())
         packed = copy.deepcopy(template)
         self.transforms += _transforms(packed)
-        here = path.parent
+        here = path.resolve().parent  # as the service's folder is: paths are compared with it
         self._includes(packed, here, shown, "")
         sam_code = _get(packed.get("Globals"), GLOBAL_CODE.path)
         if sam_code is not None:
