@@ -34,22 +34,32 @@ def lines(text: str, *starts: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(starts)]
 
 
-def client(url: str, service: str, key: str = "local") -> Any:
+MOTO_KEYS = ("testing", "testing")
+
+
+def client(url: str, service: str, keys: tuple[str, str]) -> Any:
+    """A client of `url` signed with `keys` (the local endpoint answers its own credentials only)."""
     make: Any = boto3.client  # any service by name
     return make(
-        service, endpoint_url=url, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=key
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=keys[0],
+        aws_secret_access_key=keys[1],
     )
 
 
-def code_object(url: str, stack: str, key: str = "local") -> bytes:
+def code_object(url: str, stack: str, keys: tuple[str, str]) -> bytes:
     """The zip that the stack's template points its function at, read from the bucket."""
-    template = client(url, "cloudformation", key).get_template(StackName=stack)["TemplateBody"]
+    template = client(url, "cloudformation", keys).get_template(StackName=stack)["TemplateBody"]
     [code] = [
         r["Properties"]["Code"]
         for r in template["Resources"].values()
         if r["Type"] == "AWS::Lambda::Function"
     ]
-    body: bytes = client(url, "s3", key).get_object(Bucket=code["S3Bucket"], Key=code["S3Key"])["Body"].read()
+    body: bytes = (
+        client(url, "s3", keys).get_object(Bucket=code["S3Bucket"], Key=code["S3Key"])["Body"].read()
+    )
     return body
 
 
@@ -80,21 +90,23 @@ def test_the_sample_app_with_code_and_sam_on_the_local_endpoint(on_local: Path) 
     assert first.returncode == 0, first.stdout + first.stderr
     url = local.endpoint_status(shop / ".phasedoit").url
     assert url is not None
+    keys = local.credentials(shop / ".phasedoit")
     # sizes as zlib compresses here
     api, job = (
-        human_size(len(code_object(url, stack))) for stack in ("checkout-api-dev", "confirmation-job-dev")
+        human_size(len(code_object(url, stack, keys)))
+        for stack in ("checkout-api-dev", "confirmation-job-dev")
     )
     assert sorted(lines(first.stderr, "checkout-api: uploading", "confirmation-job: uploading")) == [
         f"checkout-api: uploading src/ ({api})",
         f"confirmation-job: uploading src/ ({job})",
     ]
-    functions = client(url, "lambda")
+    functions = client(url, "lambda", keys)
     # the function runs the zip that was uploaded
     checkout = functions.get_function(FunctionName="dev-checkout")["Configuration"]
-    assert checkout["CodeSha256"] == sha256(code_object(url, "checkout-api-dev"))
+    assert checkout["CodeSha256"] == sha256(code_object(url, "checkout-api-dev", keys))
     assert checkout["Handler"] == "checkout.handler"
     # the SAM function exists, with the role and the permission its SNS event expands to
-    resources = client(url, "cloudformation").describe_stack_resources(StackName="confirmation-job-dev")
+    resources = client(url, "cloudformation", keys).describe_stack_resources(StackName="confirmation-job-dev")
     # (moto lists the subscription, which it skips, with no type)
     assert sorted(r["ResourceType"] for r in resources["StackResources"] if "ResourceType" in r) == [
         "AWS::IAM::Role", "AWS::Lambda::Function", "AWS::Lambda::Permission",
@@ -117,10 +129,10 @@ def test_the_sample_app_with_code_and_sam_on_the_local_endpoint(on_local: Path) 
         "confirmation-job: up to date",  # the topic's ARN it imports is the same
         "reset-cart-job: up to date",
     ]
-    size = human_size(len(code_object(url, "checkout-api-dev")))
+    size = human_size(len(code_object(url, "checkout-api-dev", keys)))
     assert lines(edited.stderr, "checkout-api: uploading") == [f"checkout-api: uploading src/ ({size})"]
     updated = functions.get_function(FunctionName="dev-checkout")["Configuration"]["CodeSha256"]
-    assert updated == sha256(code_object(url, "checkout-api-dev")) != checkout["CodeSha256"]
+    assert updated == sha256(code_object(url, "checkout-api-dev", keys)) != checkout["CodeSha256"]
 
 
 # ---- moto as AWS: the template CloudFormation receives ------------------------------------------------------
@@ -227,6 +239,6 @@ def test_a_64_kb_template_and_a_nested_one_go_through_the_bucket(
     migrate = cfn.describe_stack_resource(StackName=nested, LogicalResourceId="Migrate")[
         "StackResourceDetail"
     ]
-    uploaded = client(moto.url, "lambda", "testing").get_function(FunctionName=migrate["PhysicalResourceId"])
+    uploaded = client(moto.url, "lambda", MOTO_KEYS).get_function(FunctionName=migrate["PhysicalResourceId"])
     assert uploaded["Configuration"]["Handler"] == "migrate.handler"
     assert ("TemplateURL" in dict(create.form), "TemplateBody" in dict(create.form)) == (True, False)
