@@ -427,5 +427,5 @@ def test_the_bound_is_what_pyproject_installs() -> None:
     from phasedoit.local import MOTO_REQUIREMENT
 
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert f'local = ["{MOTO_REQUIREMENT}", "cryptography>=35"]' in pyproject
+    assert f'local = ["{MOTO_REQUIREMENT}", "cryptography>=35", "aws-sam-translator>=1.80"]' in pyproject
     assert f'    "{MOTO_REQUIREMENT}",' in pyproject
