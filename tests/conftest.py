@@ -150,7 +150,4 @@ def layer(moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) 
     """The CloudFormation fault layer in front of the test's moto server; AWS_ENDPOINT_URL points at it."""
     with running_layer(moto.url) as running:
         monkeypatch.setenv("AWS_ENDPOINT_URL", running.url)
-        monkeypatch.setenv(
-            "AWS_ENDPOINT_URL_S3", moto.url
-        )  # the layer is CloudFormation's; artifacts go to moto
         yield running

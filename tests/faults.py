@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import traceback
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from mypy_boto3_cloudformation import CloudFormationClient
 
 from tests.faults_cfn import WRITES, CloudFormation, Duration, Failure, Request
 from tests.faults_wire import Answer, decode, error, forward, stack_name
+from tests.recording import pass_on
 
 SLOW_ACTIONS = frozenset(WRITES)
 FAULTS = ("drop", "error", "html", "stall", "throttle", "after_write")
@@ -313,6 +315,13 @@ def running_layer(upstream: str) -> Iterator[Layer]:
                 form.get("ClientRequestToken", ""),
             )
             layer.calls.append(call)
+
+        def _pass_on(self) -> None:
+            """S3's REST calls (code artifacts) are not CloudFormation's: passed on to moto as they are."""
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            pass_on(self, urllib.parse.urlsplit(layer.upstream), body)
+
+        do_GET = do_PUT = do_HEAD = do_DELETE = _pass_on
 
         def log_message(self, format: str, *args: object) -> None:
             pass

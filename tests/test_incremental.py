@@ -182,7 +182,6 @@ def test_sigterm_keeps_what_finished(
     with running_layer(moto.url) as slow:
         slow.latency(2.0)
         monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto.url)  # the layer is CloudFormation's
         run = subprocess.Popen(
             [sys.executable, "-m", "doit", "-n", "4", "deploy"],
             cwd=shop,
@@ -222,7 +221,6 @@ def test_an_edit_made_during_a_run_is_deployed_by_the_next(
     with running_layer(moto.url) as slow:
         slow.latency(1.0)
         monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto.url)  # the layer is CloudFormation's
         run = subprocess.Popen(
             [sys.executable, "-m", "doit", "-n", "4", "deploy"],
             cwd=shop,
