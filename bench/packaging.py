@@ -125,8 +125,11 @@ def run(app: Path, proxy: Recorder) -> Run:
     return Run(seconds, len(proxy.uploads()), writes)
 
 
-def measure(root: Path, moto: str, count: int, runs: int, packaged: bool) -> tuple[list[Run], list[Run]]:
-    """First runs (each on a reset moto and a fresh checkout) and no-op runs after the last of them."""
+def measure(
+    root: Path, moto: str, count: int, runs: int, packaged: bool
+) -> tuple[list[Run], list[Run], list[Run]]:
+    """First runs (each on a reset moto and a fresh checkout), no-op runs after the last of them, and no-op
+    runs without the code hashes kept between runs (a fresh CI checkout)."""
     firsts: list[Run] = []
     app = root / ("packaged" if packaged else "inline")
     generate(app, count, packaged)
@@ -136,7 +139,11 @@ def measure(root: Path, moto: str, count: int, runs: int, packaged: bool) -> tup
             shutil.rmtree(app / ".phasedoit", ignore_errors=True)
             firsts.append(run(app, proxy))
         noops = [run(app, proxy) for _ in range(runs)]
-    return firsts, noops
+        colds = []
+        for _ in range(runs if packaged else 0):
+            (app / ".phasedoit" / "file-hashes.json").unlink(missing_ok=True)
+            colds.append(run(app, proxy))
+    return firsts, noops, colds
 
 
 def _median(runs: list[Run]) -> str:
@@ -157,7 +164,7 @@ def main() -> None:
     print(f"\n{count} services of 2 MB code, {PHASES} phases; medians of {runs} (min-max)\n")
     print("| app | first `doit -n 4 deploy` | uploads | stack writes | no-op run | uploads | stack writes |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for packaged, (firsts, noops) in results.items():
+    for packaged, (firsts, noops, _) in results.items():
         label = "code packaged (`Code: src/`)" if packaged else "code inline (src/ unsent)"
         print(
             f"| {label} | {_median(firsts)} | {firsts[-1].uploads} | {firsts[-1].writes}"
@@ -166,6 +173,8 @@ def main() -> None:
     packaged_noop = statistics.median(r.seconds for r in results[True][1])
     inline_noop = statistics.median(r.seconds for r in results[False][1])
     print(f"\nno-op: packaging adds {100 * (packaged_noop / inline_noop - 1):.0f}% (target: under 20%)")
+    colds = results[True][2]
+    print(f"no-op with no code hashes kept (a fresh checkout): {_median(colds)}, {colds[-1].uploads} uploads")
 
 
 if __name__ == "__main__":
