@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from phasedoit import intrinsics, packaging, templates
@@ -38,11 +38,11 @@ SSM_PARAMETER_TYPE = "AWS::SSM::Parameter::Value<"
 
 
 @dataclass(frozen=True)
-class Request:
-    """What a deploy sends: the stack's request, and what its template points at in the artifacts bucket."""
+class Request(StackSpec):
+    """What a deploy sends: the stack's request, and what its template points at in the artifacts bucket
+    (uploaded first, the body's placeholders then filled in)."""
 
-    stack: StackSpec
-    package: packaging.Package
+    package: packaging.Package = field(default_factory=lambda: packaging.Package(""))
 
 
 def render(context: Context, service: Service) -> Rendered:
@@ -70,7 +70,7 @@ def render(context: Context, service: Service) -> Rendered:
         capabilities=tuple(service.settings.capabilities),
     )
     body = package.body
-    spec = StackSpec(name, body, parameters, tags, package.capabilities)
+    spec = Request(name, body, parameters, tags, package.capabilities, package=package)
     known = {**parameters, **pseudo_parameters(name, where.region, context.settings.account)}
     ignored = service.settings.deploy_time_values == "ignore"
     always = None if ignored else deploy_time_values(template, body)
@@ -78,7 +78,7 @@ def render(context: Context, service: Service) -> Rendered:
     return Rendered(
         deployer="cloudformation",
         stack=name,
-        request=Request(spec, package),
+        request=spec,
         dependencies=templates.find_dependencies(template, known, shown),
         # what is sent, by where it comes from: the template, and each artifact (its key is its digest)
         files={
@@ -151,10 +151,10 @@ def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Dep
     cfn = cloudformation.client(target)  # first: it checks the account of a stage bound to one
     template = artifacts.prepare(target, request.package, say, f"stages.{target.stage}.artifacts_bucket")
     tagged = replace(
-        request.stack,
+        request,
         body=template.get("TemplateBody", ""),
         template_url=template.get("TemplateURL", ""),
-        tags={**request.stack.tags, FINGERPRINT_TAG: fingerprint, EXPORTS_TAG: digest(dict(plan.exports))},
+        tags={**request.tags, FINGERPRINT_TAG: fingerprint, EXPORTS_TAG: digest(dict(plan.exports))},
     )
     return cloudformation.deploy_stack(cfn, tagged, say, adopt=plan.adopt)
 
@@ -163,5 +163,5 @@ def remove(plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool:
     from phasedoit import cloudformation
 
     cfn = cloudformation.client(target)
-    owner = plan.request.stack.tags
+    owner = plan.request.tags
     return cloudformation.remove_stack(cfn, plan.stack, owner, say, adopt=plan.adopt, alone=alone)
