@@ -39,6 +39,7 @@ BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 DEFINITION_NAMES = TEMPLATE_NAMES + SERVERLESS_NAMES
 # Settings phasedoit passes to CloudFormation itself: the Serverless Framework has its own for a stack.
 CLOUDFORMATION_ONLY = ("stack_name", "parameters", "tags", "capabilities")
+SERVERLESS_ONLY = ("deploy_with",)
 Capability = Literal["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 
 
@@ -128,6 +129,9 @@ class ServiceSettings(_Model):
     watch: list[str] = []  # paths (from the app folder) whose files are part of what it deploys: `libs/`
     # a template whose values CloudFormation reads when it deploys (SSM, secrets) deploys on every run
     deploy_time_values: Literal["redeploy", "ignore"] = "redeploy"
+    # a Serverless Framework service: packaged by the framework and deployed by phasedoit, or deployed by
+    # the framework itself (`serverless deploy`: for plugins that act at deploy time)
+    deploy_with: Literal["phasedoit", "framework"] = "phasedoit"
 
     @field_validator("stack_name")
     @classmethod
@@ -195,6 +199,8 @@ class ConfigFile(_Model):
     stages: dict[StageName, StageSettings] = {}
     # exports of other apps this one imports; may use {stage}
     external_exports: list[Annotated[str, AfterValidator(lambda v: check_placeholders(v, ("stage",)))]] = []
+    # the Serverless Framework's command (on PATH) or file (from the app folder); default: found per service
+    framework: str | None = None
 
     @field_validator("app")
     @classmethod
@@ -253,6 +259,7 @@ class App:
     services: dict[str, Service]
     stages: dict[str, StageSettings] = field(default_factory=dict)
     external_exports: tuple[str, ...] = ()
+    framework: str | None = None  # phases.yml's `framework:`
 
     def shown(self, path: Path) -> str:
         """A path as the user knows it: relative to the app folder."""
@@ -357,7 +364,15 @@ def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, 
     phases = tuple(
         Phase(p + 1, phase.name, tuple(phase.services)) for p, phase in enumerate(parsed.phases or ())
     )
-    app = App(root, parsed.app, phases, services, dict(parsed.stages), tuple(parsed.external_exports))
+    app = App(
+        root,
+        parsed.app,
+        phases,
+        services,
+        dict(parsed.stages),
+        tuple(parsed.external_exports),
+        parsed.framework,
+    )
     if not problems:
         problems += _stack_collisions(app)
     return app, problems
@@ -471,6 +486,13 @@ def _checked(root: Path, service: Service, shown: str) -> Service | str:
             if key in service.settings.model_fields_set:
                 config = f"{shown}/{service.template.relative_to(service.folder).as_posix()}"
                 return f"services.{service.name}.{key}: not used by a Serverless Framework service ({config})"
+    else:
+        for key in SERVERLESS_ONLY:
+            if key in service.settings.model_fields_set:
+                template = f"{shown}/{service.template.relative_to(service.folder).as_posix()}"
+                return (
+                    f"services.{service.name}.{key}: only for a Serverless Framework service, not {template}"
+                )
     return service
 
 

@@ -8,17 +8,19 @@ is the fallback when the framework is not installed (no Node.js), and the two mu
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from phasedoit import templates
-from phasedoit.deployers.serverless import run_streamed
+from phasedoit import packaging, templates
+from phasedoit.deployers.serverless_framework import run_streamed
 from phasedoit.errors import PhasedoitError
 from phasedoit.templates import Dependencies
 
@@ -69,6 +71,7 @@ class Packaged:
     directory: Path
     template: dict[str, Any]
     stack_name: str
+    tags: Mapping[str, str] = field(default_factory=dict)  # the stack's, as the framework would tag it
 
 
 def arguments(stage: str, region: str | None) -> list[str]:
@@ -76,22 +79,29 @@ def arguments(stage: str, region: str | None) -> list[str]:
 
 
 def package(
-    framework: Sequence[str], folder: Path, shown: str, *, stage: str, region: str | None, output: Path
+    framework: Sequence[str],
+    folder: Path,
+    shown: str,
+    *,
+    stage: str,
+    region: str | None,
+    output: Path,
+    env: Mapping[str, str] | None = None,
 ) -> Packaged:
     """Run `<framework> package` for `stage` in the service's `folder`, into `output`.
 
     The framework works in the folder's `.serverless` (removed first), then moves it to `output`: one folder
-    must not be packaged twice at once.
+    must not be packaged twice at once. `env`: its environment (the process's by default).
     """
     argv = [*framework, "package", *arguments(stage, region), "--package", str(output)]
     said: list[str] = []
-    status = run_streamed(argv, folder, said.append)
+    status = run_streamed(argv, folder, said.append, env)
     if status:
         name = Path(framework[0]).name
         raise PhasedoitError(f"{shown}: {name} package failed (exit {status}): {_error(said)}")
     template = _load_json(output / TEMPLATE, shown)
     state = _load_json(output / STATE, shown)
-    return Packaged(output, template, _stack_name(state, stage))
+    return Packaged(output, template, _stack_name(state, stage), _stack_tags(state))
 
 
 def _error(said: list[str]) -> str:
@@ -119,6 +129,17 @@ def _stack_name(state: Mapping[str, Any], stage: str) -> str:
     return stack_name if isinstance(stack_name, str) else f"{service.get('service')}-{stage}"
 
 
+def _stack_tags(state: Mapping[str, Any]) -> dict[str, str]:
+    """The tags `serverless deploy` puts on the stack: `provider.tags`, then `provider.stackTags`."""
+    provider = (state.get("service") or {}).get("provider") or {}
+    tags: dict[str, str] = {}
+    for key in ("tags", "stackTags"):
+        found = provider.get(key)
+        if isinstance(found, dict):
+            tags |= {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in found.items()}
+    return tags
+
+
 def template_dependencies(packaged: Packaged, values: Mapping[str, str], shown: str) -> Dependencies:
     """The exports and imports of a packaged template; `values`: the pseudo parameters known before deploy."""
     known = {**values, "AWS::StackName": packaged.stack_name}
@@ -137,3 +158,85 @@ def packaged_dependencies(
         region = values.get("AWS::Region")
         packaged = package(framework, folder, shown, stage=stage, region=region, output=Path(output))
         return template_dependencies(packaged, values, shown)
+
+
+# The framework's own deployment bucket: phasedoit's artifacts bucket replaces it.
+DEPLOYMENT_BUCKET = "ServerlessDeploymentBucket"
+DROPPED_RESOURCES = (DEPLOYMENT_BUCKET, "ServerlessDeploymentBucketPolicy")
+DROPPED_OUTPUTS = ("ServerlessDeploymentBucketName",)
+# What `serverless deploy` sends with every template: its IAM roles, and any macro it uses.
+CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND")
+
+
+def as_package(packaged: Packaged, shown: str, store: packaging.Store) -> packaging.Package:
+    """The packaged template as phasedoit sends it: each zip it points at (`{S3Bucket, S3Key}`: functions,
+    layers) keyed by its content's digest in the artifacts bucket, the framework's deployment bucket gone.
+
+    A template that still refers to that bucket (a custom resource of a plugin, say) is refused: the
+    framework must deploy it itself (`deploy_with: framework`).
+    """
+    template = copy.deepcopy(packaged.template)
+    resources = _section(template, "Resources")
+    outputs = _section(template, "Outputs")
+    for name in DROPPED_RESOURCES:
+        resources.pop(name, None)
+    for name in DROPPED_OUTPUTS:
+        outputs.pop(name, None)
+    found: dict[str, packaging.Artifact] = {}
+    for resource in resources.values():
+        for location in _code_locations(resource):
+            artifact = _artifact(packaged.directory / PurePosixPath(location["S3Key"]).name, shown)
+            if artifact is None:
+                continue
+            location["S3Bucket"], location["S3Key"] = packaging.BUCKET, artifact.key
+            found[artifact.key] = artifact
+    for logical, node in [*resources.items(), *outputs.items()]:
+        if DEPLOYMENT_BUCKET in json.dumps(node):
+            raise PhasedoitError(
+                f"{shown}: {logical} of its packaged template refers to the framework's {DEPLOYMENT_BUCKET},"
+                " which phasedoit's artifacts bucket replaces: deploy it with `deploy_with: framework`"
+            )
+    body = templates.render(template)
+    big = None
+    size = len(body.encode()) + body.count(packaging.BUCKET) * (
+        packaging.LONGEST_BUCKET - len(packaging.BUCKET)
+    )
+    if size > templates.MAX_URL_BYTES:
+        raise PhasedoitError(
+            f"{shown}: its packaged template is {size:,} bytes; CloudFormation takes at most"
+            f" {templates.MAX_URL_BYTES:,} (through S3)"
+        )
+    if size > templates.MAX_BODY_BYTES:
+        key = f"{hashlib.sha256(body.encode()).hexdigest()}.template"
+        big = packaging.Artifact("template", key, TEMPLATE, len(body.encode()), body=body)
+    return packaging.Package(body, tuple(found.values()), big, CAPABILITIES, (), store)
+
+
+def _section(template: dict[str, Any], key: str) -> dict[str, Any]:
+    found = template.get(key)
+    return found if isinstance(found, dict) else {}
+
+
+def _code_locations(node: Any) -> Iterator[dict[str, Any]]:
+    """Every `{S3Bucket, S3Key}` mapping under `node` whose key is a string: where the framework's zips go."""
+    if isinstance(node, dict):
+        if isinstance(node.get("S3Key"), str) and "S3Bucket" in node:
+            yield node
+            return
+        for value in node.values():
+            yield from _code_locations(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _code_locations(value)
+
+
+def _artifact(path: Path, shown: str) -> packaging.Artifact | None:
+    """A zip of the package, keyed by the sha256 of its bytes (what Lambda shows as CodeSha256)."""
+    if not path.is_file():
+        return None  # not one of the framework's zips: a location the user wrote
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PhasedoitError(f"{shown}: cannot read the framework's {path.name}: {e.strerror}") from None
+    key = f"{hashlib.sha256(data).hexdigest()}{path.suffix}"
+    return packaging.Artifact("file", key, path.name, len(data), source=str(path))

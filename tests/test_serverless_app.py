@@ -18,7 +18,7 @@ from doit.task import Task
 from phasedoit import actions, changes, local
 from phasedoit.changes import Fingerprint
 from phasedoit.config import load_config
-from phasedoit.deployers.serverless import ServerlessRun
+from phasedoit.deployers.serverless_framework import ServerlessRun
 from phasedoit.errors import PhasedoitError
 from phasedoit.planning import ServicePlan, StagePlan, plan_stage
 from phasedoit.stack import Target, Verdict

@@ -96,9 +96,13 @@ class Deployer(Protocol):
 
 
 def get(name: str) -> Deployer:
-    from phasedoit.deployers import cloudformation, serverless
+    from phasedoit.deployers import cloudformation, serverless, serverless_framework
 
-    found: dict[str, Deployer] = {"cloudformation": cloudformation, "serverless": serverless}
+    found: dict[str, Deployer] = {
+        "cloudformation": cloudformation,
+        "serverless": serverless,  # packaged by the framework, deployed by phasedoit
+        "serverless_framework": serverless_framework,  # `deploy_with: framework`
+    }
     return found[name]
 
 

@@ -1,44 +1,44 @@
-"""Serverless Framework services: phasedoit orders them, the framework (`serverless deploy`) deploys them.
+"""Serverless Framework services: the framework packages them, phasedoit deploys what it packaged.
 
-The framework builds their template and packages their code, so what they send is their folder, the files
-their serverless.yml includes (`${file(...)}`), the stage and the paths listed in `watch:`; those are their
-fingerprint. The framework tags their stack, not phasedoit: the local state says what was deployed last.
-Every subprocess phasedoit starts goes through `run_streamed`.
+At deploy time (in the worker: `doit list` runs no Node.js), the project's framework runs
+`package --stage <stage>` into a temporary folder; its zips go to the stage's artifacts bucket, keyed by
+their content, and its template, pointing at them, deploys like any CloudFormation template (ownership
+tags, fingerprint tag, ClientRequestToken, stack events), to the stack the framework names, on AWS or on
+the local endpoint. The framework zips again on every run, so the fingerprint is taken at plan time from
+what the framework reads: the service's folder, the files its serverless.yml includes (`${file(...)}`), the
+stage and the paths listed in `watch:`. It is on the stack: an unchanged service is skipped on a fresh
+checkout. `deploy_with: framework` keeps `serverless deploy` (serverless_framework.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phasedoit import serverless
-from phasedoit.deployers import FORMAT, Context, Rendered, Say, Watched, pseudo_parameters
+from phasedoit.deployers import FORMAT, Context, Rendered, Say, Watched, no_guard, pseudo_parameters
+from phasedoit.deployers.serverless_framework import ServerlessRun, executable
 from phasedoit.errors import PhasedoitError
-from phasedoit.stack import Deployed, Target, digest
+from phasedoit.stack import (
+    APP_TAG,
+    FINGERPRINT_TAG,
+    SERVICE_TAG,
+    STAGE_TAG,
+    Deployed,
+    StackSpec,
+    Target,
+    digest,
+)
 
 if TYPE_CHECKING:
     from phasedoit.config import Service
     from phasedoit.planning import ServicePlan
 
-FINGERPRINT_ON_STACK = False
-LOCAL = "the Serverless Framework deploys to AWS only, not to the local endpoint"
-INSTALL = "npm install -g serverless"
-
-
-@dataclass(frozen=True)
-class ServerlessRun:
-    """Where to run `serverless` for one service."""
-
-    folder: str  # the folder of its serverless.yml: `serverless` finds it there
-    config: str  # its serverless.yml as the user knows it, for messages
-    stack_name: str  # as the framework names it
-    stage: str
+FINGERPRINT_ON_STACK = True
+guard = no_guard  # its client checks the account of a stage bound to one
 
 
 def render(context: Context, service: Service) -> Rendered:
@@ -54,72 +54,102 @@ def render(context: Context, service: Service) -> Rendered:
         for path in found.files
         if not path.resolve().is_relative_to(folder.resolve())
     )
+    by_framework = service.settings.deploy_with == "framework"
+    tags = {APP_TAG: app.name, STAGE_TAG: stage, SERVICE_TAG: service.name}
+    bucket = context.settings.artifacts_bucket
+    run = ServerlessRun(
+        str(folder),
+        shown,
+        found.stack_name,
+        stage,
+        root=str(app.root),
+        framework=app.framework,
+        tags={} if by_framework else tags,
+        imports=tuple(sorted(found.dependencies.imports)),
+        bucket=None if by_framework else bucket,
+    )
+    how = "framework" if by_framework else ["package", tags, bucket]
     return Rendered(
-        deployer="serverless",
+        deployer="serverless_framework" if by_framework else "serverless",
         stack=found.stack_name,
-        request=ServerlessRun(str(folder), shown, found.stack_name, stage),
+        request=run,
         dependencies=found.dependencies,
         files={},
-        settings=digest([FORMAT, stage, where.region, where.account]),
-        skip=LOCAL if where.local else None,
+        settings=digest([FORMAT, stage, where.region, where.account, how]),
         watched=(Watched(str(folder), "", tuple(service.settings.exclude), str(app.root)), *included),
     )
 
 
-def guard(plan: ServicePlan, target: Target, verb: str) -> None:
-    """The framework takes no endpoint: run with one, it would reach the real AWS account instead.
-
-    Nor does it know the stage's account: phasedoit checks the credentials it will inherit.
-    """
-    from phasedoit import aws
-
-    run: ServerlessRun = plan.request
-    if target.local or target.endpoint:
-        where = "the embedded local endpoint" if target.local else f"endpoint {target.endpoint}"
-        why = "the Serverless Framework works on AWS only"
-        raise PhasedoitError(f"cannot {verb} {run.config} at {where}: {why}")
-    aws.check_account(target)
-
-
 def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Deployed:
+    from phasedoit import artifacts, cloudformation, packaging, serverless_package
+
     run: ServerlessRun = plan.request
-    started = time.monotonic()
-    _framework("deploy", run, target, say)
-    say(f"deployed {run.stack_name} with the Serverless Framework in {time.monotonic() - started:.1f}s")
-    return Deployed("deployed", {}, {})
+    cfn = cloudformation.client(target)  # first: it checks the account of a stage bound to one
+    program = executable(run, "deploy")
+    with tempfile.TemporaryDirectory(prefix="phasedoit-package-") as temporary:
+        say(f"packaging with {program.name}")
+        packaged = serverless_package.package(
+            [str(program)],
+            Path(run.folder),
+            run.config,
+            stage=run.stage,
+            region=target.region,
+            output=Path(temporary) / "package",
+            env=framework_environment(target),
+        )
+        check_packaged(run, packaged, pseudo_parameters(None, target.region, target.account))
+        store = packaging.Store(run.bucket, target.region)
+        package = serverless_package.as_package(packaged, run.config, store)
+        template = artifacts.prepare(target, package, say, f"stages.{run.stage}.artifacts_bucket")
+    spec = StackSpec(
+        run.stack_name,
+        template.get("TemplateBody", ""),
+        {},
+        {**packaged.tags, **run.tags, FINGERPRINT_TAG: fingerprint},
+        package.capabilities,
+        template_url=template.get("TemplateURL", ""),
+    )
+    return cloudformation.deploy_stack(cfn, spec, say, adopt=plan.adopt)
+
+
+def check_packaged(run: ServerlessRun, packaged: object, values: Mapping[str, str]) -> None:
+    """The framework's template must be the one the plan ordered: its stack, and no import it did not know."""
+    from phasedoit.serverless_package import Packaged, template_dependencies
+
+    assert isinstance(packaged, Packaged)
+    if packaged.stack_name != run.stack_name:
+        raise PhasedoitError(
+            f"{run.config}: the framework names its stack {packaged.stack_name}, phasedoit read"
+            f" {run.stack_name}: nothing was deployed"
+        )
+    unknown = sorted(template_dependencies(packaged, values, run.config).imports - set(run.imports))
+    if unknown:
+        raise PhasedoitError(
+            f"{run.config}: its packaged template imports {', '.join(unknown)}, which phasedoit did not find"
+            " in serverless.yml, so its phase is not checked: nothing was deployed"
+        )
+
+
+def framework_environment(target: Target) -> dict[str, str]:
+    """The framework's environment: what it reads of AWS at package time (`${cf:...}`, `${ssm:...}`)
+    comes from the stage's endpoint, with the local endpoint's own credentials there, never from AWS."""
+    env = dict(os.environ)
+    if target.endpoint:
+        env["AWS_ENDPOINT_URL"] = target.endpoint
+    if target.region:
+        env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = target.region
+    if target.local:
+        from phasedoit import local
+
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            env.pop(name, None)
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = local.credentials(target.local)
+    return env
 
 
 def remove(plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool:
+    from phasedoit import cloudformation
+
     run: ServerlessRun = plan.request
-    _framework("remove", run, target, say)
-    return True
-
-
-def _framework(verb: str, run: ServerlessRun, target: Target, say: Say) -> None:
-    """Run `serverless <verb> --stage S [--region R]` in the service's folder; a failure is one line."""
-    executable = shutil.which("serverless")
-    if executable is None:
-        raise PhasedoitError(
-            f"the Serverless Framework is not installed ({INSTALL}), needed to {verb} {run.config}"
-        )
-    argv = [executable, verb, "--stage", run.stage, *(["--region", target.region] if target.region else [])]
-    status = run_streamed(argv, Path(run.folder), say)
-    if status:
-        raise PhasedoitError(f"serverless {verb} failed (exit {status})")
-
-
-def run_streamed(argv: Sequence[str], cwd: Path, say: Callable[[str], None]) -> int:
-    """Run `argv` in `cwd`, each line of its output (stdout and stderr) passed to `say`; its exit status."""
-    with subprocess.Popen(
-        argv,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,  # a prompt must not wait for input that never comes
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    ) as process:
-        assert process.stdout is not None  # stdout=PIPE
-        for line in process.stdout:
-            say(line.rstrip("\r\n"))
-    return process.returncode
+    cfn = cloudformation.client(target)
+    return cloudformation.remove_stack(cfn, plan.stack, run.tags, say, adopt=plan.adopt, alone=alone)
