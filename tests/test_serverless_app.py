@@ -125,7 +125,13 @@ def test_computed_phases_across_templates_and_serverless(tmp_path: Path) -> None
     job = plan.services["job"]
     assert (job.deployer, job.stack) == ("serverless", "job-qa")
     assert job.request == ServerlessRun(
-        str(tmp_path / "services" / "job"), "services/job/serverless.yml", "job-qa", "qa"
+        str(tmp_path / "services" / "job"),
+        "services/job/serverless.yml",
+        "job-qa",
+        "qa",
+        root=str(tmp_path),
+        tags={"phasedoit:app": "shop", "phasedoit:stage": "qa", "phasedoit:service": "job"},
+        imports=("qa-A",),
     )
 
 
