@@ -117,6 +117,30 @@ def aws_env(moto: Moto, credentials: dict[str, str], monkeypatch: pytest.MonkeyP
     return {**credentials, "AWS_ENDPOINT_URL": moto.url}
 
 
+SERVERLESS_SERVICE = "receipt-job"  # the sample app's Serverless Framework service (it needs Node.js)
+FRAMEWORK_LINE = "framework: .tools/osls/node_modules/.bin/osls\n"
+
+
+def sample_app(folder: Path, framework: Path | None = None) -> Path:
+    """The repo's sample app (phases.yml and services/) written into `folder`.
+
+    With `framework` (the real one, tests/osls.py), its Serverless service packages with it; without,
+    that service is left out: the tests of everything else need no Node.js.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    phases = (REPO / "phases.yml").read_text()
+    assert FRAMEWORK_LINE in phases
+    shutil.copytree(REPO / "services", folder / "services")
+    if framework is not None:
+        phases = phases.replace(FRAMEWORK_LINE, f"framework: {framework}\n")
+    else:
+        phases = phases.replace(FRAMEWORK_LINE, "").replace(f", {SERVERLESS_SERVICE}]", "]")
+        assert SERVERLESS_SERVICE not in phases.split("services:", 2)[1]
+        shutil.rmtree(folder / "services" / SERVERLESS_SERVICE)
+    (folder / "phases.yml").write_text(phases)
+    return folder
+
+
 def copy_app(source: Path, destination: Path) -> Path:
     """A copy of an app with the repo's dodo.py beside its phases.yml, as a user would have it."""
     shutil.copytree(

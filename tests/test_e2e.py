@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -13,17 +12,14 @@ from pathlib import Path
 import pytest
 
 from phasedoit import local
-from tests.conftest import REPO, UP_TO_DATE, Moto, copy_app, doit
+from tests.conftest import REPO, UP_TO_DATE, Moto, copy_app, doit, sample_app
 from tests.faults import Layer
 
 
 @pytest.fixture
 def shop(tmp_path: Path, layer: Layer) -> Path:
     """The repo's sample app, alone in a folder; CloudFormation is moto behind the fault layer."""
-    source = tmp_path / "source"
-    source.mkdir()
-    shutil.copy(REPO / "phases.yml", source / "phases.yml")
-    shutil.copytree(REPO / "services", source / "services")
+    source = sample_app(tmp_path / "source")
     return copy_app(source, tmp_path / "shop")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, UP_TO_DATE, Moto, copy_app, doit
+from tests.conftest import UP_TO_DATE, Moto, copy_app, doit, sample_app
 from tests.faults import Layer, running_layer
 
 JOBS = [("CreateStack", "confirmation-job-dev"), ("CreateStack", "reset-cart-job-dev")]
@@ -22,10 +22,7 @@ FIRST = [("CreateStack", "checkout-api-dev"), *JOBS]
 
 @pytest.fixture
 def shop(tmp_path: Path, layer: Layer) -> Path:
-    source = tmp_path / "source"
-    source.mkdir()
-    shutil.copy(REPO / "phases.yml", source / "phases.yml")
-    shutil.copytree(REPO / "services", source / "services")
+    source = sample_app(tmp_path / "source")
     app = copy_app(source, tmp_path / "shop")
     deploy(app)
     assert sorted(layer.written()) == FIRST
@@ -174,10 +171,7 @@ def test_stages_have_their_own_state(shop: Path, layer: Layer) -> None:
 def test_sigterm_keeps_what_finished(
     tmp_path: Path, moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = tmp_path / "source"
-    source.mkdir()
-    shutil.copy(REPO / "phases.yml", source / "phases.yml")
-    shutil.copytree(REPO / "services", source / "services")
+    source = sample_app(tmp_path / "source")
     shop = copy_app(source, tmp_path / "shop")
     with running_layer(moto.url) as slow:
         slow.latency(2.0)
@@ -212,10 +206,7 @@ def test_a_file_that_is_not_sent_is_not_a_change(shop: Path, layer: Layer) -> No
 def test_an_edit_made_during_a_run_is_deployed_by_the_next(
     tmp_path: Path, moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = tmp_path / "source"
-    source.mkdir()
-    shutil.copy(REPO / "phases.yml", source / "phases.yml")
-    shutil.copytree(REPO / "services", source / "services")
+    source = sample_app(tmp_path / "source")
     shop = copy_app(source, tmp_path / "shop")
     template = shop / "services" / "reset-cart-job" / "template.yml"
     with running_layer(moto.url) as slow:

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,14 @@ import pytest
 
 from phasedoit import local, packaging
 from phasedoit.packaging import human_size
-from tests.conftest import REPO, UP_TO_DATE, Moto, copy_app, doit
+from tests.conftest import UP_TO_DATE, Moto, copy_app, doit, sample_app
 from tests.recording import Recorder, recording_proxy
 
 
 @pytest.fixture
 def shop(tmp_path: Path) -> Path:
     """The repo's sample app, alone in a folder."""
-    source = tmp_path / "source"
-    source.mkdir()
-    shutil.copy(REPO / "phases.yml", source / "phases.yml")
-    shutil.copytree(REPO / "services", source / "services")
+    source = sample_app(tmp_path / "source")
     return copy_app(source, tmp_path / "shop")
 
 

@@ -1,38 +1,35 @@
-"""A Serverless Framework service packaged by the real framework (osls) and deployed by phasedoit, end to end
-on the local endpoint: the sample app with one Serverless service importing checkout-api's topic."""
+"""A Serverless Framework service packaged by the real framework (osls) and deployed by phasedoit: the sample
+app's receipt-job end to end on the local endpoint, and what phasedoit refuses of a packaged template."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from phasedoit import local
-from tests.conftest import REPO, copy_app, doit
+from phasedoit.deployers.serverless import check_packaged
+from phasedoit.deployers.serverless_framework import ServerlessRun
+from phasedoit.errors import PhasedoitError
+from phasedoit.packaging import BUCKET, Store
+from phasedoit.serverless_package import Packaged, as_package
+from tests.conftest import copy_app, doit, sample_app
 from tests.osls import osls
 from tests.test_packaging_e2e import client, lines
-
-RECEIPT_JOB = REPO / "tests" / "fixtures" / "receipt-job"
 
 
 @pytest.fixture
 def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The sample app with receipt-job in its second phase; no AWS variables; the framework on PATH."""
-    framework = osls()
-    source = tmp_path / "source"
-    shutil.copytree(REPO / "services", source / "services")
-    shutil.copytree(RECEIPT_JOB, source / "services" / "receipt-job")
-    phases = (REPO / "phases.yml").read_text()
-    jobs = "services: [confirmation-job, reset-cart-job]"
-    (source / "phases.yml").write_text(phases.replace(jobs, jobs.replace("]", ", receipt-job]")))
+    """The whole sample app, its framework the installed osls; a new user's machine: no AWS variables."""
+    source = sample_app(tmp_path / "source", framework=osls())
     for name in [n for n in os.environ if n.startswith(("AWS_", "PHASEDOIT_"))]:
         monkeypatch.delenv(name)
-    monkeypatch.setenv("PATH", f"{framework.parent}{os.pathsep}{os.environ['PATH']}")
     app = copy_app(source, tmp_path / "shop")
     yield app
     local.stop_endpoint(app / ".phasedoit")
@@ -50,7 +47,7 @@ def test_a_serverless_service_packaged_and_deployed_on_the_local_endpoint(shop: 
     assert out.index("receipt-job: deploying (never deployed)") > out.index("phase 2 'jobs'")
     err = first.stderr.splitlines()
     created = [i for i, line in enumerate(err) if line.startswith("checkout-api: created")]
-    packaging = err.index("receipt-job: packaging with serverless")
+    packaging = err.index("receipt-job: packaging with osls")
     assert created
     assert created[0] < packaging
     url = local.endpoint_status(shop / ".phasedoit").url
@@ -109,3 +106,64 @@ def test_a_serverless_service_packaged_and_deployed_on_the_local_endpoint(shop: 
     fresh = doit(shop, "-n", "4", "deploy")  # a fresh checkout: the fingerprint is on the stack
     assert (fresh.returncode, fresh.stderr) == (0, "")
     assert "receipt-job: up to date" in fresh.stdout.splitlines()
+
+
+def packaged(tmp_path: Path, template: dict[str, Any]) -> Packaged:
+    (tmp_path / "job.zip").write_bytes(b"PK not really a zip")
+    return Packaged(tmp_path, template, "job-dev")
+
+
+FUNCTION = {
+    "Type": "AWS::Lambda::Function",
+    "Properties": {
+        "Code": {"S3Bucket": {"Ref": "ServerlessDeploymentBucket"}, "S3Key": "serverless/job/dev/1/job.zip"},
+        "Environment": {"Variables": {"A": {"Fn::ImportValue": "dev-A"}, "B": {"Fn::ImportValue": "dev-B"}}},
+    },
+}
+
+
+def test_an_import_the_plan_did_not_know_of_is_refused(tmp_path: Path) -> None:
+    run = ServerlessRun(str(tmp_path), "services/job/serverless.yml", "job-dev", "dev", imports=("dev-A",))
+    with pytest.raises(PhasedoitError) as e:
+        check_packaged(run, packaged(tmp_path, {"Resources": {"F": FUNCTION}}), {})
+    assert str(e.value) == (
+        "services/job/serverless.yml: its packaged template imports dev-B, which phasedoit did not find in"
+        " serverless.yml, so its phase is not checked: nothing was deployed"
+    )
+
+
+def test_another_stack_name_is_refused(tmp_path: Path) -> None:
+    run = ServerlessRun(str(tmp_path), "services/job/serverless.yml", "job-qa", "dev")
+    with pytest.raises(PhasedoitError) as e:
+        check_packaged(run, packaged(tmp_path, {"Resources": {}}), {})
+    assert str(e.value) == (
+        "services/job/serverless.yml: the framework names its stack job-dev, phasedoit read job-qa:"
+        " nothing was deployed"
+    )
+
+
+def test_the_zips_go_to_the_artifacts_bucket(tmp_path: Path) -> None:
+    template = {
+        "Resources": {"ServerlessDeploymentBucket": {"Type": "AWS::S3::Bucket"}, "F": FUNCTION},
+        "Outputs": {"ServerlessDeploymentBucketName": {"Value": {"Ref": "ServerlessDeploymentBucket"}}},
+    }
+    package = as_package(packaged(tmp_path, template), "services/job/serverless.yml", Store("b", "eu-west-1"))
+    [artifact] = package.artifacts
+    assert artifact.key == f"{hashlib.sha256(b'PK not really a zip').hexdigest()}.zip"
+    body = json.loads(package.body)
+    assert body["Outputs"] == {}
+    assert list(body["Resources"]) == ["F"]
+    assert body["Resources"]["F"]["Properties"]["Code"] == {"S3Bucket": BUCKET, "S3Key": artifact.key}
+    assert package.capabilities == ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND")
+
+
+def test_a_template_using_the_framework_bucket_is_refused(tmp_path: Path) -> None:
+    uses = {"Type": "Custom::Thing", "Properties": {"Bucket": {"Ref": "ServerlessDeploymentBucket"}}}
+    template = {"Resources": {"F": FUNCTION, "Uses": uses}}
+    with pytest.raises(PhasedoitError) as e:
+        as_package(packaged(tmp_path, template), "services/job/serverless.yml", Store())
+    assert str(e.value) == (
+        "services/job/serverless.yml: Uses of its packaged template refers to the framework's"
+        " ServerlessDeploymentBucket, which phasedoit's artifacts bucket replaces: deploy it with"
+        " `deploy_with: framework`"
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Moto, doit
+from tests.conftest import REPO, Moto, doit, sample_app
 from tests.faults import running_layer
 
 
@@ -40,8 +40,7 @@ def fill(folder: Path) -> None:
 
 
 def app_in(tmp_path: Path) -> Path:
-    shutil.copy(REPO / "phases.yml", tmp_path / "app" / "phases.yml")
-    shutil.copytree(REPO / "services", tmp_path / "app" / "services")
+    sample_app(tmp_path / "app")
     shutil.copy(REPO / "dodo.py", tmp_path / "app" / "dodo.py")
     return tmp_path / "app"
 

@@ -36,6 +36,7 @@ from phasedoit.stack import (
 if TYPE_CHECKING:
     from phasedoit.config import Service
     from phasedoit.planning import ServicePlan
+    from phasedoit.serverless_package import Packaged
 
 FINGERPRINT_ON_STACK = True
 guard = no_guard  # its client checks the account of a stage bound to one
@@ -112,11 +113,10 @@ def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Dep
     return cloudformation.deploy_stack(cfn, spec, say, adopt=plan.adopt)
 
 
-def check_packaged(run: ServerlessRun, packaged: object, values: Mapping[str, str]) -> None:
+def check_packaged(run: ServerlessRun, packaged: Packaged, values: Mapping[str, str]) -> None:
     """The framework's template must be the one the plan ordered: its stack, and no import it did not know."""
-    from phasedoit.serverless_package import Packaged, template_dependencies
+    from phasedoit.serverless_package import template_dependencies
 
-    assert isinstance(packaged, Packaged)
     if packaged.stack_name != run.stack_name:
         raise PhasedoitError(
             f"{run.config}: the framework names its stack {packaged.stack_name}, phasedoit read"
