@@ -1,4 +1,5 @@
-"""`phasedoit graph`: the sample app drawn, and user errors as one line."""
+"""`phasedoit graph`: the sample app drawn (its Serverless service read with no Node.js on PATH), and user
+errors as one line."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ digraph phasedoit {
     label="phase 2 'jobs'";
     "confirmation-job";
     "reset-cart-job";
+    "receipt-job";
   }
   "checkout-api" -> "confirmation-job" [label="dev-PurchasedTopicArn"];
   "checkout-api" -> "reset-cart-job" [label="dev-PurchasedTopicArn"];
+  "checkout-api" -> "receipt-job" [label="dev-PurchasedTopicArn"];
 }
 """
 MERMAID = """\
@@ -35,9 +38,11 @@ flowchart LR
   subgraph phase2 ["phase 2 'jobs'"]
     s1["confirmation-job"]
     s2["reset-cart-job"]
+    s3["receipt-job"]
   end
   s0 -->|"prod-PurchasedTopicArn"| s1
   s0 -->|"prod-PurchasedTopicArn"| s2
+  s0 -->|"prod-PurchasedTopicArn"| s3
 """
 
 

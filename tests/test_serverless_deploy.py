@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
-from phasedoit import local
+from phasedoit import deployers, local
+from phasedoit.config import load_config
 from phasedoit.deployers.serverless import check_packaged
 from phasedoit.deployers.serverless_framework import ServerlessRun
 from phasedoit.errors import PhasedoitError
 from phasedoit.packaging import BUCKET, Store
+from phasedoit.planning import plan_stage
 from phasedoit.serverless_package import Packaged, as_package
 from tests.conftest import copy_app, doit, sample_app
 from tests.osls import osls
@@ -167,3 +169,40 @@ def test_a_template_using_the_framework_bucket_is_refused(tmp_path: Path) -> Non
         " ServerlessDeploymentBucket, which phasedoit's artifacts bucket replaces: deploy it with"
         " `deploy_with: framework`"
     )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            "api: {deploy_with: framework}",
+            "phases.yml: services.api.deploy_with: only for a Serverless Framework service,"
+            " not services/api/template.yml",
+        ),
+        (
+            "job: {deploy_with: serverless}",
+            "phases.yml: services.job.deploy_with: expected 'phasedoit' or 'framework', got 'serverless'",
+        ),
+    ],
+)
+def test_deploy_with_in_phases_yml(tmp_path: Path, settings: str, message: str) -> None:
+    for name, file, text in (
+        ("api", "template.yml", "Resources: {}\n"),
+        ("job", "serverless.yml", "service: job\n"),
+    ):
+        (tmp_path / "services" / name).mkdir(parents=True)
+        (tmp_path / "services" / name / file).write_text(text)
+    (tmp_path / "phases.yml").write_text(f"app: shop\nservices: {{{settings}}}\n")
+    with pytest.raises(PhasedoitError) as e:
+        load_config(tmp_path / "phases.yml")
+    assert str(e.value) == message
+
+
+def test_a_framework_service_deploys_with_its_own_deployer(tmp_path: Path) -> None:
+    (tmp_path / "services" / "job").mkdir(parents=True)
+    (tmp_path / "services" / "job" / "serverless.yml").write_text("service: job\nprovider: {name: aws}\n")
+    (tmp_path / "phases.yml").write_text("app: shop\nservices: {job: {deploy_with: framework}}\n")
+    job = plan_stage(load_config(tmp_path / "phases.yml"), "dev", {}).services["job"]
+    assert (job.deployer, job.stack) == ("serverless_framework", "job-dev")
+    assert deployers.get(job.deployer).FINGERPRINT_ON_STACK is False
+    assert deployers.get("serverless").FINGERPRINT_ON_STACK is True
