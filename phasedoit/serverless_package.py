@@ -3,7 +3,7 @@
 `serverless package --stage <stage>` builds, with no AWS call for most services, the template that
 `serverless deploy` would send. Its exports and imports are exact; phasedoit's own reader (serverless.py)
 is the fallback when the framework is not installed (no Node.js), and the two must agree
-(tests/test_serverless_golden.py).
+(tests/test_serverless_golden.py). Every framework process phasedoit starts goes through `run_streamed`.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from phasedoit import packaging, templates
-from phasedoit.deployers.serverless_framework import run_streamed
 from phasedoit.errors import PhasedoitError
 from phasedoit.templates import Dependencies
 
@@ -62,6 +62,29 @@ def find_framework(
         if found:
             return Path(found)
     return None
+
+
+def run_streamed(
+    argv: Sequence[str], cwd: Path, say: Callable[[str], None], env: Mapping[str, str] | None = None
+) -> int:
+    """Run `argv` in `cwd`, each line of its output (stdout and stderr) passed to `say`; its exit status.
+
+    `env`: the whole environment of the process (the caller's by default).
+    """
+    with subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdin=subprocess.DEVNULL,  # a prompt must not wait for input that never comes
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    ) as process:
+        assert process.stdout is not None  # stdout=PIPE
+        for line in process.stdout:
+            say(line.rstrip("\r\n"))
+    return process.returncode
 
 
 @dataclass(frozen=True)

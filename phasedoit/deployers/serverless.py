@@ -18,67 +18,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from phasedoit import serverless
-from phasedoit.deployers import FORMAT, Context, Rendered, Say, Watched, no_guard, pseudo_parameters
+from phasedoit.deployers import Say, no_guard, pseudo_parameters, serverless_framework
 from phasedoit.deployers.serverless_framework import ServerlessRun, executable
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import (
-    APP_TAG,
     FINGERPRINT_TAG,
-    SERVICE_TAG,
-    STAGE_TAG,
     Deployed,
     StackSpec,
     Target,
-    digest,
 )
 
 if TYPE_CHECKING:
-    from phasedoit.config import Service
     from phasedoit.planning import ServicePlan
     from phasedoit.serverless_package import Packaged
 
 FINGERPRINT_ON_STACK = True
 guard = no_guard  # its client checks the account of a stage bound to one
-
-
-def render(context: Context, service: Service) -> Rendered:
-    app, stage, where = context.app, context.stage, context.target
-    shown = app.shown(service.template)
-    values = pseudo_parameters(None, where.region, context.settings.account)
-    found = serverless.read_serverless(
-        service.template, shown, stage=stage, values=values, env=context.environ
-    )
-    folder = service.folder
-    included = tuple(
-        Watched(str(path), Path(os.path.relpath(path, folder)).as_posix(), (), str(app.root))
-        for path in found.files
-        if not path.resolve().is_relative_to(folder.resolve())
-    )
-    by_framework = service.settings.deploy_with == "framework"
-    tags = {APP_TAG: app.name, STAGE_TAG: stage, SERVICE_TAG: service.name}
-    bucket = context.settings.artifacts_bucket
-    run = ServerlessRun(
-        str(folder),
-        shown,
-        found.stack_name,
-        stage,
-        root=str(app.root),
-        framework=app.framework,
-        tags={} if by_framework else tags,
-        imports=tuple(sorted(found.dependencies.imports)),
-        bucket=None if by_framework else bucket,
-    )
-    how = "framework" if by_framework else ["package", tags, bucket]
-    return Rendered(
-        deployer="serverless_framework" if by_framework else "serverless",
-        stack=found.stack_name,
-        request=run,
-        dependencies=found.dependencies,
-        files={},
-        settings=digest([FORMAT, stage, where.region, where.account, how]),
-        watched=(Watched(str(folder), "", tuple(service.settings.exclude), str(app.root)), *included),
-    )
+render = serverless_framework.render  # both read serverless.yml alike; `deploy_with` picks the deployer
 
 
 def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Deployed:

@@ -3,20 +3,23 @@
 For services that need the framework's own deploy steps: plugins that act at deploy time. The framework
 builds their template, packages their code and tags their stack, not phasedoit: their fingerprint is their
 folder, the files their serverless.yml includes, the stage and the paths listed in `watch:`, and the local
-state says what was deployed last. Every subprocess phasedoit starts goes through `run_streamed`.
+state says what was deployed last.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from phasedoit.deployers import Context, Rendered, Say
+from phasedoit import serverless
+from phasedoit.deployers import FORMAT, Context, Rendered, Say, Watched, pseudo_parameters
 from phasedoit.errors import PhasedoitError
-from phasedoit.stack import Deployed, Target
+from phasedoit.serverless_package import find_framework, run_streamed
+from phasedoit.stack import APP_TAG, SERVICE_TAG, STAGE_TAG, Deployed, Target, digest
 
 if TYPE_CHECKING:
     from phasedoit.config import Service
@@ -43,9 +46,43 @@ class ServerlessRun:
 
 
 def render(context: Context, service: Service) -> Rendered:
-    from phasedoit.deployers import serverless
-
-    return serverless.render(context, service)
+    """Both Serverless deployers render alike: serverless.yml read for the plan; `deploy_with` picks one."""
+    app, stage, where = context.app, context.stage, context.target
+    shown = app.shown(service.template)
+    values = pseudo_parameters(None, where.region, context.settings.account)
+    found = serverless.read_serverless(
+        service.template, shown, stage=stage, values=values, env=context.environ
+    )
+    folder = service.folder
+    included = tuple(
+        Watched(str(path), Path(os.path.relpath(path, folder)).as_posix(), (), str(app.root))
+        for path in found.files
+        if not path.resolve().is_relative_to(folder.resolve())
+    )
+    by_framework = service.settings.deploy_with == "framework"
+    tags = {APP_TAG: app.name, STAGE_TAG: stage, SERVICE_TAG: service.name}
+    bucket = context.settings.artifacts_bucket
+    run = ServerlessRun(
+        str(folder),
+        shown,
+        found.stack_name,
+        stage,
+        root=str(app.root),
+        framework=app.framework,
+        tags={} if by_framework else tags,
+        imports=tuple(sorted(found.dependencies.imports)),
+        bucket=None if by_framework else bucket,
+    )
+    how = "framework" if by_framework else ["package", tags, bucket]
+    return Rendered(
+        deployer="serverless_framework" if by_framework else "serverless",
+        stack=found.stack_name,
+        request=run,
+        dependencies=found.dependencies,
+        files={},
+        settings=digest([FORMAT, stage, where.region, where.account, how]),
+        watched=(Watched(str(folder), "", tuple(service.settings.exclude), str(app.root)), *included),
+    )
 
 
 def guard(plan: ServicePlan, target: Target, verb: str) -> None:
@@ -79,8 +116,6 @@ def remove(plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool:
 
 def executable(run: ServerlessRun, verb: str) -> Path:
     """The framework the service runs (serverless_package.find_framework), or a one-line error."""
-    from phasedoit.serverless_package import find_framework
-
     found = find_framework(Path(run.folder), Path(run.root or run.folder), run.framework)
     if found is None:
         raise PhasedoitError(
@@ -96,28 +131,3 @@ def _framework(verb: str, run: ServerlessRun, target: Target, say: Say) -> None:
     status = run_streamed(argv, Path(run.folder), say)
     if status:
         raise PhasedoitError(f"{program.name} {verb} failed (exit {status})")
-
-
-def run_streamed(
-    argv: Sequence[str], cwd: Path, say: Callable[[str], None], env: Mapping[str, str] | None = None
-) -> int:
-    """Run `argv` in `cwd`, each line of its output (stdout and stderr) passed to `say`; its exit status.
-
-    `env`: the whole environment of the process (the caller's by default).
-    """
-    import subprocess
-
-    with subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=None if env is None else dict(env),
-        stdin=subprocess.DEVNULL,  # a prompt must not wait for input that never comes
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    ) as process:
-        assert process.stdout is not None  # stdout=PIPE
-        for line in process.stdout:
-            say(line.rstrip("\r\n"))
-    return process.returncode
