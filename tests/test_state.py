@@ -65,6 +65,7 @@ def test_a_disk_full_at_the_end_loses_nothing_that_deployed(
     with running_layer(moto.url) as slow:
         slow.latency(0.5)
         monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto.url)  # the layer is CloudFormation's
         run = subprocess.Popen(
             [sys.executable, "-m", "doit", "-n", "4", "deploy"], cwd=app, stderr=subprocess.PIPE, text=True
         )
