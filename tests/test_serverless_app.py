@@ -371,7 +371,8 @@ def test_serverless_guards_with_an_endpoint_in_phases_yml(
 def test_serverless_services_are_skipped_on_the_local_endpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The app's CloudFormation services deploy locally; a Serverless one is skipped, and so are its importers."""
+    """The app's CloudFormation services deploy locally; a Serverless one deployed by the framework itself
+    (`deploy_with: framework`) is skipped, and so are its importers."""
     for name in [n for n in os.environ if n.startswith(("AWS_", "PHASEDOIT_"))]:
         monkeypatch.delenv(name)
     exporting_job = IMPORTER + "resources: {Outputs: {J: {Value: j, Export: {Name: '${sls:stage}-J'}}}}\n"
@@ -382,7 +383,10 @@ def test_serverless_services_are_skipped_on_the_local_endpoint(
         tmp_path / "app" / "services" / "after" / "template.yml",
         TEMPLATE + "Outputs: {B: {Value: !ImportValue dev-J}}\n",
     )
-    write(tmp_path / "app" / "phases.yml", "app: shop\nstages: {dev: {endpoint: local}}\n")
+    write(
+        tmp_path / "app" / "phases.yml",
+        "app: shop\nservices: {job: {deploy_with: framework}}\nstages: {dev: {endpoint: local}}\n",
+    )
     app = copy_app(tmp_path / "app", tmp_path / "copy")
     try:
         listed = doit(app, "list")

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from phasedoit.planning import ServicePlan
 
 FINGERPRINT_ON_STACK = False
+# the framework takes no endpoint: on the local endpoint its services (and their importers) are skipped
+LOCAL = "the Serverless Framework deploys to AWS only, not to the local endpoint"
 INSTALL = "npm install -g serverless"
 
 
@@ -81,6 +83,7 @@ def render(context: Context, service: Service) -> Rendered:
         dependencies=found.dependencies,
         files={},
         settings=digest([FORMAT, stage, where.region, where.account, how]),
+        skip=LOCAL if by_framework and where.local else None,
         watched=(Watched(str(folder), "", tuple(service.settings.exclude), str(app.root)), *included),
     )
 
