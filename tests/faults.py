@@ -93,6 +93,8 @@ class Layer:
     held: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     meeting: Meeting | None = None
+    # a write's answer by its ClientRequestToken: CloudFormation does a retried write once, as moto does not
+    done: dict[tuple[str, str], Answer] = field(default_factory=dict)
     # one CloudFormation request at a time: moto's server is not thread-safe
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)
@@ -234,7 +236,12 @@ class Layer:
         time.sleep(self.held.get(action, 0.0))
         if self.held.get(action) and _abandoned(handler.connection):
             return "abandoned"  # the caller is gone (killed mid-call): the request never reaches moto
+        token = (action, form.get("ClientRequestToken", ""))
+        if token[1] and token in self.done:
+            return _send(handler, self.done[token])
         answer = self._answer(handler, body, form)
+        if token[1] and action in SLOW_ACTIONS and answer.status < 300:
+            self.done[token] = answer
         if kind == "after_write":
             _send(handler, error(SERVER_ERRORS[500], "An internal error occurred.", 500))
             return f"500 after {_outcome(answer)}"
