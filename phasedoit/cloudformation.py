@@ -94,7 +94,7 @@ def deploy_stack(
     """
     waiting = waiting or stack_waiting()
     with _translated():
-        stack = _ready(cfn, spec, say, waiting, adopt, on_event)
+        stack = _ready(cfn, spec, say, waiting, adopt, on_event=on_event)
         if stack is None:
             say(f"creating {spec.name}")
             stack_id = _create(cfn, spec)
@@ -113,6 +113,7 @@ def _ready(
     say: Say,
     waiting: Waiting,
     adopt: bool,
+    *,
     on_event: OnEvent | None,
 ) -> StackTypeDef | None:
     """The stack, in a status an update can start from; None when there is none to update: create it."""
