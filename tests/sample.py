@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from phasedoit import runrecord, runstate
 from phasedoit.runstate import Event
-from tests.conftest import REPO, copy_app
+from tests.conftest import copy_app, sample_app
 
 # checkout-api and confirmation-job in one phase: confirmation-job's import of an export no service has
 # gets past phasedoit's checks (it cannot be resolved statically) and fails in CloudFormation
@@ -34,11 +33,8 @@ Resources:
 
 
 def shop(tmp_path: Path) -> Path:
-    source = tmp_path / "source"
-    source.mkdir()
-    shutil.copy(REPO / "phases.yml", source / "phases.yml")
-    shutil.copytree(REPO / "services", source / "services")
-    return copy_app(source, tmp_path / "shop")
+    """The sample app without its Serverless service (no Node.js needed), alone in a folder."""
+    return copy_app(sample_app(tmp_path / "source"), tmp_path / "shop")
 
 
 def failing(app: Path) -> Path:

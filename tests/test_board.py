@@ -89,7 +89,7 @@ def test_the_board_during_and_after_a_deploy(tmp_path: Path, layer: Layer) -> No
     first = terminal.wait_for(lambda s: any("checkout-api" in x and "deploying" in x for x in s), "phase 1")
     # its latest line: what the deploy said, or a stack event, as far as polling has come
     assert re.fullmatch(
-        r" \* checkout-api     deploying      N\.Ns( creating checkout-api-dev|"
+        r" \* checkout-api     deploying      N\.Ns( creating checkout-api-dev| uploading src/ \(\d+ B\)|"
         r" (checkout-api-dev \(AWS::CloudFormation::Stack\)|PurchasedTopic \(AWS::SNS::Topic\)) CREATE_\w+)?",
         timed(first)[2],
     )

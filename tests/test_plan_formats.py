@@ -49,6 +49,7 @@ def test_the_three_formats_of_one_plan(tmp_path: Path, layer: Layer, moto: Moto)
                         "reasons": ["changed files: template.yml"],
                         "waits_for": [],
                         "upstreams": [],
+                        "notes": [],
                     }
                 ],
             },
@@ -62,6 +63,7 @@ def test_the_three_formats_of_one_plan(tmp_path: Path, layer: Layer, moto: Moto)
                         "reasons": [],
                         "waits_for": ["checkout-api"],
                         "upstreams": ["checkout-api"],
+                        "notes": [],
                     },
                     {
                         "service": "reset-cart-job",
@@ -70,6 +72,7 @@ def test_the_three_formats_of_one_plan(tmp_path: Path, layer: Layer, moto: Moto)
                         "reasons": ["stack missing"],
                         "waits_for": ["checkout-api"],
                         "upstreams": ["checkout-api"],
+                        "notes": [],
                     },
                 ],
             },
@@ -97,7 +100,7 @@ def test_the_three_formats_of_one_plan(tmp_path: Path, layer: Layer, moto: Moto)
 
 def test_a_skipped_service_and_a_markdown_cell() -> None:
     verdicts = [
-        Verdict("users-api", "phase 1", reasons=["changed files: a|b.yml"]),
+        Verdict("users-api", "phase 1", reasons=["changed files: a|b.yml"], notes=("packages src/",)),
         Verdict("sls-api", "phase 1", skipped="a Serverless Framework service deploys to AWS only"),
         Verdict("feed-job", "phase 2", ("users-api", "sls-api")),
     ]
@@ -106,12 +109,13 @@ def test_a_skipped_service_and_a_markdown_cell() -> None:
         "1 of 3 services would deploy",
         "phase 1",
         "  users-api              deploys: changed files: a|b.yml",
+        "                         packages src/",
         "  sls-api                skipped: a Serverless Framework service deploys to AWS only",
         "phase 2",
         "  feed-job               up to date, unless the exports of users-api change",
     ]
     assert to_markdown(lines, "shop", "pr-7").splitlines()[6:] == [
-        "| phase 1 | `users-api` | **deploys**: changed files: a\\|b.yml |",
+        "| phase 1 | `users-api` | **deploys**: changed files: a\\|b.yml<br>packages src/ |",
         "| phase 1 | `sls-api` | skipped: a Serverless Framework service deploys to AWS only |",
         "| phase 2 | `feed-job` | up to date, unless the exports of users-api change |",
     ]
