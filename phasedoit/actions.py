@@ -6,9 +6,7 @@ They never ask which kind of service they hold: the plan names its deployer.
 from __future__ import annotations
 
 import re
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from doit.exceptions import TaskFailed
 from phasedoit import deployers
 from phasedoit.errors import PhasedoitError
 from phasedoit.planning import ServicePlan
+from phasedoit.runrecord import Record, Recorder
 from phasedoit.stack import Target, Verdict, value_hash
 
 # Outputs are kept in doit's state file; account ids (inside ARNs and queue URLs) must not be.
@@ -31,21 +30,23 @@ def deploy_service(plan: ServicePlan, target: Target, run: str, task: Any) -> di
     that its importers' checks later in this run see what it exports now.
     """
     verdict: Verdict = task.meta["phasedoit"]
+    record = Recorder(verdict.record, plan.name)
+    record.emit("started", phase=verdict.phase, verb="deploy", reasons=verdict.reasons)
     if verdict.error:
         return TaskFailed(f"{plan.name}: {verdict.error}")
     if verdict.fingerprint is None:  # doit's --always-execute skips the uptodate check
         why = f"doit ran it without phasedoit's check: use force={plan.name} instead of -a"
         return TaskFailed(f"{plan.name}: {why}")
-    say = _say(plan.name)
     started = time.monotonic()
     deployer = deployers.get(plan.deployer)
     try:
         where = resolve_target(target)
         deployer.guard(plan, where, "deploy")
-        result = deployer.deploy(plan, where, verdict.fingerprint, say)
+        result = deployer.deploy(plan, where, verdict.fingerprint, record.say, record.progress)
     except PhasedoitError as e:
         return TaskFailed(f"{plan.name}: {e}")
-    say(f"{result.action} {plan.stack} in {time.monotonic() - started:.1f}s")
+    seconds = round(time.monotonic() - started, 3)
+    record.emit("finished", action=result.action, stack=plan.stack, seconds=seconds)
     return {
         "run": run,
         "outputs": {key: ACCOUNT_ID.sub("<account>", value) for key, value in result.outputs.items()},
@@ -53,19 +54,24 @@ def deploy_service(plan: ServicePlan, target: Target, run: str, task: Any) -> di
     }
 
 
-def remove_service(plan: ServicePlan, target: Target, alone: bool) -> TaskFailed | None:
-    say = _say(plan.name)
+def remove_service(
+    plan: ServicePlan, target: Target, alone: bool, record: Record | None = None
+) -> TaskFailed | None:
+    recorder = Recorder(record, plan.name)
     if plan.skip:
-        say(f"skipped ({plan.skip})")
+        recorder.emit("skipped", phase=plan.phase.label, reason=plan.skip)
         return None
+    recorder.emit("started", phase=plan.phase.label, verb="remove", reasons=[])
+    started = time.monotonic()
     deployer = deployers.get(plan.deployer)
     try:
         where = resolve_target(target)
         deployer.guard(plan, where, "remove")
-        removed = deployer.remove(plan, where, say, alone)
+        removed = deployer.remove(plan, where, recorder.say, alone, recorder.progress)
     except PhasedoitError as e:
         return TaskFailed(f"{plan.name}: {e}")
-    say(f"removed {plan.stack}" if removed else f"{plan.stack} is already gone")
+    seconds = round(time.monotonic() - started, 3)
+    recorder.emit("finished", action="removed" if removed else "gone", stack=plan.stack, seconds=seconds)
     return None
 
 
@@ -93,11 +99,3 @@ def resolve_target(target: Target) -> Target:
     from phasedoit import local
 
     return replace(target, endpoint=local.ensure_endpoint(Path(target.local)))
-
-
-def _say(service: str) -> Callable[[str], None]:
-    def say(message: str) -> None:
-        sys.stderr.write(f"{service}: {message}\n")  # one write: lines of parallel workers stay whole
-        sys.stderr.flush()
-
-    return say

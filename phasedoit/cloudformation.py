@@ -24,6 +24,7 @@ from phasedoit.stack import (
     STAGE_TAG,
     Deployed,
     RemoteStack,
+    StackEvent,
     StackSpec,
     Target,
     digest,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudformation.type_defs import StackEventTypeDef, StackTypeDef
 
 Say = Callable[[str], None]
+OnEvent = Callable[[StackEvent], None]
 NO_UPDATES = "No updates are to be performed."
 # How long phasedoit waits for a stack's operation (CloudFormation's own default is no limit)
 STACK_TIMEOUT_ENV, DEFAULT_STACK_TIMEOUT = "PHASEDOIT_STACK_TIMEOUT", 3 * 3600.0
@@ -82,24 +84,37 @@ def deploy_stack(
     say: Say,
     waiting: Waiting | None = None,
     adopt: bool = False,
+    *,
+    on_event: OnEvent | None = None,
 ) -> Deployed:
-    """Create or update the stack as `spec` says; its tags say who owns it (`check_owner`)."""
+    """Create or update the stack as `spec` says; its tags say who owns it (`check_owner`).
+
+    `on_event` gets each new stack event of the operations it waits for, as polling sees them (a no-op
+    update starts none: no events are read).
+    """
     waiting = waiting or stack_waiting()
     with _translated():
-        stack = _ready(cfn, spec, say, waiting, adopt)
+        stack = _ready(cfn, spec, say, waiting, adopt, on_event=on_event)
         if stack is None:
             say(f"creating {spec.name}")
-            final = _finish(cfn, _create(cfn, spec), waiting, DEPLOYED)
+            stack_id = _create(cfn, spec)
+            final = _finish(cfn, stack_id, waiting, DEPLOYED, _watch(cfn, stack_id, on_event))
             return Deployed("created", *_outputs(final))
         say(f"updating {spec.name}")
         if not _update(cfn, spec):
             return Deployed("unchanged", *_outputs(stack))  # "No updates" from any stable status
-        final = _finish(cfn, stack["StackId"], waiting, DEPLOYED)
+        final = _finish(cfn, stack["StackId"], waiting, DEPLOYED, _watch(cfn, stack["StackId"], on_event))
         return Deployed("updated", *_outputs(final))
 
 
 def _ready(
-    cfn: CloudFormationClient, spec: StackSpec, say: Say, waiting: Waiting, adopt: bool
+    cfn: CloudFormationClient,
+    spec: StackSpec,
+    say: Say,
+    waiting: Waiting,
+    adopt: bool,
+    *,
+    on_event: OnEvent | None,
 ) -> StackTypeDef | None:
     """The stack, in a status an update can start from; None when there is none to update: create it."""
     stack = describe(cfn, spec.name)
@@ -111,14 +126,14 @@ def _ready(
     else:
         check_owner(stack, spec.tags, adopt)
     if states.action(stack["StackStatus"]) == states.WAIT:
-        stack = _wait_for_others(cfn, stack, say, waiting)
+        stack = _wait_for_others(cfn, stack, say, waiting, on_event)
         if stack["StackStatus"] == "DELETE_COMPLETE":
             return None  # deleted by someone else while phasedoit waited
     status = stack["StackStatus"]
     kind = states.action(status)
     if kind in (states.RECREATE, states.REVIEW):
         say(f"deleting {spec.name} ({status}) to create it again")
-        _delete(cfn, stack, waiting)
+        _delete(cfn, stack, waiting, on_event)
         return None
     if kind != states.UPDATE:
         raise PhasedoitError(_stuck(cfn, stack))
@@ -126,11 +141,11 @@ def _ready(
 
 
 def _wait_for_others(
-    cfn: CloudFormationClient, stack: StackTypeDef, say: Say, waiting: Waiting
+    cfn: CloudFormationClient, stack: StackTypeDef, say: Say, waiting: Waiting, on_event: OnEvent | None
 ) -> StackTypeDef:
     name, status = stack["StackName"], stack["StackStatus"]
     say(f"waiting for {name}: another operation is in progress ({status})")
-    settled = _settle(cfn, stack["StackId"], waiting)
+    settled = _settle(cfn, stack["StackId"], waiting, _watch(cfn, stack["StackId"], on_event))
     if states.in_progress(settled["StackStatus"]):
         raise PhasedoitError(
             f"{name} is still {settled['StackStatus']} after {waiting.timeout:g} s ({STACK_TIMEOUT_ENV}):"
@@ -148,6 +163,7 @@ def remove_stack(
     *,
     adopt: bool = False,
     alone: bool = False,
+    on_event: OnEvent | None = None,
 ) -> bool:
     """Delete the stack, by its id once its tags say it is `owner`'s, and wait until it is gone.
 
@@ -174,11 +190,11 @@ def remove_stack(
                     " remove those first; nothing was removed"
                 )
         if states.action(stack["StackStatus"]) == states.WAIT:
-            stack = _wait_for_others(cfn, stack, say, waiting)
+            stack = _wait_for_others(cfn, stack, say, waiting, on_event)
             if stack["StackStatus"] == "DELETE_COMPLETE":
                 return False  # someone else deleted it meanwhile
         say(f"deleting {name}")
-        _delete(cfn, stack, waiting)
+        _delete(cfn, stack, waiting, on_event)
         return True
 
 
@@ -316,14 +332,23 @@ def _arguments(spec: StackSpec) -> dict[str, Any]:
     }
 
 
-def _delete(cfn: CloudFormationClient, stack: StackTypeDef, waiting: Waiting) -> None:
+def _delete(
+    cfn: CloudFormationClient, stack: StackTypeDef, waiting: Waiting, on_event: OnEvent | None = None
+) -> None:
     cfn.delete_stack(StackName=stack["StackId"], ClientRequestToken=_token())
-    _finish(cfn, stack["StackId"], waiting, frozenset({"DELETE_COMPLETE"}))
+    watch = _watch(cfn, stack["StackId"], on_event)
+    _finish(cfn, stack["StackId"], waiting, frozenset({"DELETE_COMPLETE"}), watch)
 
 
-def _finish(cfn: CloudFormationClient, stack_id: str, waiting: Waiting, done: frozenset[str]) -> StackTypeDef:
+def _finish(
+    cfn: CloudFormationClient,
+    stack_id: str,
+    waiting: Waiting,
+    done: frozenset[str],
+    watch: Events | None = None,
+) -> StackTypeDef:
     """Wait for phasedoit's own operation on the stack: the stack when it ends in one of `done`."""
-    final = _settle(cfn, stack_id, waiting)
+    final = _settle(cfn, stack_id, waiting, watch)
     if final["StackStatus"] == "UPDATE_IN_PROGRESS":
         final = _cancel(cfn, final, waiting)
     status = final["StackStatus"]
@@ -352,7 +377,9 @@ def _cancel(cfn: CloudFormationClient, stack: StackTypeDef, waiting: Waiting) ->
     )
 
 
-def _settle(cfn: CloudFormationClient, stack_id: str, waiting: Waiting) -> StackTypeDef:
+def _settle(
+    cfn: CloudFormationClient, stack_id: str, waiting: Waiting, watch: Events | None = None
+) -> StackTypeDef:
     """Poll by stack id (a deleted stack stays visible by id) until no operation is in progress.
 
     Past the deadline, the stack is returned as it is, still in progress.
@@ -360,11 +387,57 @@ def _settle(cfn: CloudFormationClient, stack_id: str, waiting: Waiting) -> Stack
     deadline = time.monotonic() + waiting.timeout
     for delay in waiting.delays():
         stack = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
+        if watch:
+            watch.poll()  # in the same loop: one page of events per poll
         left = deadline - time.monotonic()
         if not states.in_progress(stack["StackStatus"]) or left <= 0:
             return stack
         time.sleep(min(delay, left))
     raise AssertionError("unreachable: delays() never ends")
+
+
+class Events:
+    """The new events of one stack operation: one DescribeStackEvents page (newest first) per poll.
+
+    The first poll keeps the events from the operation's `User Initiated` start on; later ones, the events
+    not seen yet. More than a page (100 events) between two polls are not all seen: polls are seconds
+    apart, and resources take longer than that.
+    """
+
+    def __init__(self, cfn: CloudFormationClient, stack_id: str, on_event: OnEvent) -> None:
+        self.cfn, self.stack_id, self.on_event = cfn, stack_id, on_event
+        self.seen: set[str] = set()
+
+    def poll(self) -> None:
+        new: list[StackEventTypeDef] = []
+        for event in self.cfn.describe_stack_events(StackName=self.stack_id)["StackEvents"]:
+            if event["EventId"] in self.seen:
+                break
+            new.append(event)
+            if not self.seen and _starts_operation(event):
+                break
+        for event in reversed(new):
+            self.seen.add(event["EventId"])
+            self.on_event(
+                StackEvent(
+                    event["LogicalResourceId"],
+                    event.get("ResourceType", ""),
+                    event.get("ResourceStatus", ""),
+                    event.get("ResourceStatusReason", ""),
+                    event["Timestamp"].isoformat(),
+                )
+            )
+
+
+def _watch(cfn: CloudFormationClient, stack_id: str, on_event: OnEvent | None) -> Events | None:
+    return Events(cfn, stack_id, on_event) if on_event else None
+
+
+def _starts_operation(event: StackEventTypeDef) -> bool:
+    return (
+        event["LogicalResourceId"] == event["StackName"]
+        and event.get("ResourceStatusReason") == "User Initiated"
+    )
 
 
 def _stuck(cfn: CloudFormationClient, stack: StackTypeDef) -> str:
@@ -387,10 +460,7 @@ def _last_operation_events(cfn: CloudFormationClient, stack_id: str) -> list[Sta
     for page in cfn.get_paginator("describe_stack_events").paginate(StackName=stack_id):
         for event in page["StackEvents"]:
             events.append(event)
-            if (
-                event["LogicalResourceId"] == event["StackName"]
-                and event.get("ResourceStatusReason") == "User Initiated"
-            ):
+            if _starts_operation(event):
                 return events[::-1]
     return events[::-1]
 

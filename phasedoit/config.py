@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import string
@@ -29,6 +30,7 @@ CONFIG_NAME = "phases.yml"
 DEFAULT_STAGE = "dev"
 DEFAULT_STACK_NAME = "{service}-{stage}"
 NAME_RE = re.compile(r"[a-z][a-z0-9-]*")
+STAGE_PATTERN_RE = re.compile(r"[a-z*][a-z0-9*-]*")
 SERVICE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 STACK_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
 REGION_RE = re.compile(r"[a-z]{2,4}(-[a-z]+)+-\d{1,2}")  # us-east-1, us-gov-west-1, eusc-de-east-1
@@ -55,6 +57,16 @@ def check_app_name(value: str) -> str:
 
 def check_stage_name(value: str) -> str:
     return _check_name(value, "stage", NAME_RE, "lowercase letters, digits and '-', starting with a letter")
+
+
+def check_stage_key(value: str) -> str:
+    """A key of `stages:`: a stage's name, or a pattern of names such as `pr-*` (each `*` any text)."""
+    if "*" not in value:
+        return check_stage_name(value)
+    if not STAGE_PATTERN_RE.fullmatch(value):
+        rule = "lowercase letters, digits, '-' and '*', starting with a letter or '*'"
+        raise ValueError(f"{value!r} is not a valid stage pattern ({rule})")
+    return value
 
 
 def check_service_name(value: str) -> str:
@@ -184,7 +196,7 @@ class StageSettings(_Model):
 
 
 ServiceName = Annotated[str, AfterValidator(check_service_name)]
-StageName = Annotated[str, AfterValidator(check_stage_name)]
+StageKey = Annotated[str, AfterValidator(check_stage_key)]
 
 
 class PhaseSettings(_Model):
@@ -196,7 +208,7 @@ class ConfigFile(_Model):
     app: str
     phases: list[PhaseSettings] | None = Field(default=None, min_length=1)  # None: computed from imports
     services: dict[ServiceName, ServiceSettings] = {}
-    stages: dict[StageName, StageSettings] = {}
+    stages: dict[StageKey, StageSettings] = {}
     # exports of other apps this one imports; may use {stage}
     external_exports: list[Annotated[str, AfterValidator(lambda v: check_placeholders(v, ("stage",)))]] = []
     # the Serverless Framework's command (on PATH) or file (from the app folder); default: found per service
@@ -257,9 +269,15 @@ class App:
     name: str
     phases: tuple[Phase, ...]  # empty: computed for each stage from the imports
     services: dict[str, Service]
-    stages: dict[str, StageSettings] = field(default_factory=dict)
+    stages: dict[str, StageSettings] = field(default_factory=dict)  # by name or pattern (`pr-*`)
     external_exports: tuple[str, ...] = ()
     framework: str | None = None  # phases.yml's `framework:`
+
+    def stage_settings(self, stage: str) -> StageSettings | None:
+        """The settings of `stage`: its own entry, else the first pattern that matches it."""
+        if stage in self.stages:
+            return self.stages[stage]
+        return next((s for key, s in self.stages.items() if fnmatch.fnmatchcase(stage, key)), None)
 
     def shown(self, path: Path) -> str:
         """A path as the user knows it: relative to the app folder."""
@@ -386,7 +404,7 @@ def _stack_collisions(app: App) -> list[str]:
     """
     owners: dict[str, tuple[str, str]] = {}
     problems = []
-    for stage in app.stages or (DEFAULT_STAGE,):
+    for stage in [s for s in app.stages if "*" not in s] or [DEFAULT_STAGE]:  # names, not patterns
         for service in app.services.values():
             if service.serverless:
                 continue

@@ -14,7 +14,7 @@ from phasedoit import variables
 from phasedoit.config import CONFIG_NAME, load_config
 from phasedoit.errors import PhasedoitError
 from phasedoit.planning import STATE_DIR, StagePlan, plan_stage
-from phasedoit.reporter import Reporter
+from phasedoit.reporter import Reporter, progress_mode
 from phasedoit.tasks import Task, deploy_tasks, remove_tasks
 
 
@@ -29,6 +29,7 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
         plan = plan_stage(
             app, get_var("stage"), os.environ, get_var("force"), adopt=get_var("adopt"), yes=get_var("yes")
         )
+        progress_mode(os.environ, None)  # a wrong PHASEDOIT_PROGRESS is a user error, said before any run
     except PhasedoitError as e:
         sys.exit(str(e))
     (root / STATE_DIR).mkdir(exist_ok=True)

@@ -8,13 +8,14 @@ during a run is never deployed under a fingerprint that does not describe it (th
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phasedoit import deployers, graph
+from phasedoit import deployers, graph, runrecord
 from phasedoit.config import (
     CONFIG_NAME,
     DEFAULT_STAGE,
@@ -70,6 +71,7 @@ class StagePlan:
     protected: bool = False  # `remove` asks first
     confirmed: bool = False  # yes=1: a protected stage's `remove` needs no question
     run: str = ""  # this run's id: an exporter's values tell its importers' checks it deployed in this run
+    record: str = ""  # the path of this run's record (see runrecord), made when the run starts
 
 
 def plan_stage(
@@ -87,7 +89,7 @@ def plan_stage(
     """
     stage = select_stage(app, stage or environ.get("PHASEDOIT_STAGE") or DEFAULT_STAGE)
     check_region_from_env(environ)
-    settings = app.stages.get(stage, StageSettings())
+    settings = app.stage_settings(stage) or StageSettings()
     context = Context(app, stage, settings, target(stage, settings, environ, app.root / STATE_DIR), environ)
     rendered = {name: deployers.for_service(s).render(context, s) for name, s in app.services.items()}
     missing = [(name, parameter, stage) for name, r in rendered.items() for parameter in r.missing]
@@ -132,6 +134,7 @@ def plan_stage(
         )
         for name, r in rendered.items()
     }
+    run = uuid.uuid4().hex
     return StagePlan(
         app.name,
         stage,
@@ -144,7 +147,8 @@ def plan_stage(
         adopt=adopted,
         protected=settings.is_protected,
         confirmed=yes == "1",
-        run=uuid.uuid4().hex,
+        run=run,
+        record=str(runrecord.record_path(app.root / STATE_DIR, stage, run, time.time())),
     )
 
 
@@ -201,7 +205,7 @@ def select_stage(app: App, stage: str) -> str:
         check_stage_name(stage)
     except ValueError as e:
         raise PhasedoitError(f"stage: {e}") from None
-    if app.stages and stage not in app.stages:
+    if app.stages and app.stage_settings(stage) is None:
         known = ", ".join(app.stages)
         raise PhasedoitError(f"{CONFIG_NAME}: stages: no stage {stage!r} (known: {known})")
     return stage

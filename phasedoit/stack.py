@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from phasedoit.runrecord import Record
 
 FINGERPRINT_TAG = "phasedoit:fingerprint"
 EXPORTS_TAG = "phasedoit:exports"  # digest of the definitions of the stack's exports, as last deployed
@@ -58,6 +63,37 @@ class Deployed:
     exports: dict[str, str]
 
 
+@dataclass(frozen=True)
+class StackEvent:
+    """One CloudFormation stack event, as DescribeStackEvents shows it while a stack deploys."""
+
+    logical_id: str
+    resource_type: str
+    status: str
+    reason: str = ""
+    timestamp: str = ""  # ISO 8601, as CloudFormation stamped it
+
+    @property
+    def text(self) -> str:
+        """`Fn (AWS::Lambda::Function) CREATE_COMPLETE`; a failure or a rollback's start with its reason."""
+        shown = f"{self.logical_id} ({self.resource_type}) {self.status}"
+        failing = self.status.endswith("FAILED") or self.status.endswith("ROLLBACK_IN_PROGRESS")
+        return f"{shown}: {self.reason}" if failing and self.reason else shown
+
+
+@dataclass(frozen=True)
+class Packaging:
+    """A deployer's packaging step: begun (`done` False, e.g. `uploading 2 artifacts`), then done."""
+
+    text: str
+    done: bool = False
+
+
+# What a deployer reports while it works, besides its lines (`say`): one callback receives both kinds.
+Progress: TypeAlias = StackEvent | Packaging
+OnProgress: TypeAlias = Callable[[Progress], None]
+
+
 @dataclass
 class Verdict:
     """What a service's uptodate check found: read by its action, the reporter and `doit plan`.
@@ -74,6 +110,7 @@ class Verdict:
     skipped: str | None = None  # why it is not deployed to this target at all
     conditional: tuple[str, ...] = ()  # the upstreams it imports from only under conditions unknown yet
     notes: tuple[str, ...] = ()  # what rendering decided that the user did not write, for `doit plan`
+    record: Record | None = None  # the run's record, where its action appends its events
 
 
 def value_hash(value: str) -> str:

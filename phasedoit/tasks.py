@@ -9,6 +9,7 @@ from phasedoit import actions, deployers, graph, inuse, removal
 from phasedoit.changes import UpToDate
 from phasedoit.config import Phase
 from phasedoit.planning import ServicePlan, StagePlan
+from phasedoit.runrecord import Record
 from phasedoit.stack import Verdict
 
 Task = dict[str, Any]
@@ -41,7 +42,7 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
                     "actions": [(actions.deploy_service, [service, plan.target, plan.run])],
                     "uptodate": [_check(plan, name)],
                     "task_dep": before,
-                    "meta": {"phasedoit": _verdict(service, phase)},
+                    "meta": {"phasedoit": _verdict(service, phase, _record(plan))},
                 }
             )
         members = [f"deploy:{s}" for s in phase.services]
@@ -116,10 +117,10 @@ def remove_tasks(plan: StagePlan, whole: bool = True) -> Iterator[Task]:
                 "basename": "remove",
                 "name": name,
                 "doc": f"remove {service.stack} ({phase.label})",
-                "actions": [(actions.remove_service, [service, plan.target, not whole])],
+                "actions": [(actions.remove_service, [service, plan.target, not whole, _record(plan)])],
                 "task_dep": first + after,
                 "uptodate": [False],
-                "meta": {"phasedoit": Verdict(name, phase.label)},
+                "meta": {"phasedoit": Verdict(name, phase.label, record=_record(plan))},
             }
         yield _phase_group("remove", phase, [f"remove:{s}" for s in phase.services], {})
 
@@ -145,6 +146,10 @@ def _check_removal(plan: StagePlan) -> Task:
     }
 
 
+def _record(plan: StagePlan) -> Record | None:
+    return Record(plan.record, plan.app, plan.stage, plan.run) if plan.record else None
+
+
 def _check(plan: StagePlan, name: str) -> UpToDate:
     service = plan.services[name]
     forced = bool({name, "all"} & plan.force)
@@ -152,9 +157,16 @@ def _check(plan: StagePlan, name: str) -> UpToDate:
     return UpToDate(service, plan.target, plan.run, forced, on_stack)
 
 
-def _verdict(service: ServicePlan, phase: Phase) -> Verdict:
+def _verdict(service: ServicePlan, phase: Phase, record: Record | None) -> Verdict:
     conditional = service.conditional_upstreams
-    return Verdict(service.name, phase.label, service.upstreams, conditional=conditional, notes=service.notes)
+    return Verdict(
+        service.name,
+        phase.label,
+        service.upstreams,
+        conditional=conditional,
+        notes=service.notes,
+        record=record,
+    )
 
 
 def _notes(plan: StagePlan) -> dict[str, str]:

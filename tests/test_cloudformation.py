@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -10,7 +10,7 @@ from mypy_boto3_cloudformation.type_defs import ParameterTypeDef, TagTypeDef
 from phasedoit import cloudformation
 from phasedoit.cloudformation import Waiting
 from phasedoit.errors import PhasedoitError
-from phasedoit.stack import APP_TAG, SERVICE_TAG, STAGE_TAG, Deployed, StackSpec, Target
+from phasedoit.stack import APP_TAG, SERVICE_TAG, STAGE_TAG, Deployed, StackEvent, StackSpec, Target
 from tests.conftest import Moto
 from tests.faults import Layer, running_layer
 
@@ -201,3 +201,62 @@ def test_termination_protection_is_said_in_one_line(moto: Moto) -> None:
         " update-termination-protection --no-enable-termination-protection --stack-name a-dev)"
     )
     assert [s["StackStatus"] for s in moto.client().describe_stacks()["Stacks"]] == ["CREATE_COMPLETE"]
+
+
+def test_stack_events_as_polling_sees_them(layer: Layer) -> None:
+    """Each operation's own events, once each and oldest first, one page per poll; none for a no-op."""
+    seen: list[StackEvent] = []
+    stack = spec("a-dev", EXPORTER, Stage="dev")
+    cfn = cloudformation.client(Target("us-east-1", layer.url))
+
+    def operation(run: Callable[..., object], *args: Any) -> tuple[list[str], int, bool]:
+        """The events seen, the pages of events read, and whether each page followed a poll of the stack."""
+        seen.clear()
+        layer.calls.clear()
+        run(cfn, *args, print, FAST, on_event=seen.append)
+        asked = [call.action for call in sorted(layer.calls, key=lambda call: call.start)]
+        pages = [i for i, action in enumerate(asked) if action == "DescribeStackEvents"]
+        polled = all(i > 0 and asked[i - 1] == "DescribeStacks" for i in pages)
+        return [event.text for event in seen], len(pages), polled
+
+    layer.duration(0.5, "CreateStack")  # in progress for half a second: polled several times
+    texts, pages, polled = operation(cloudformation.deploy_stack, stack)
+    assert texts == [
+        "a-dev (AWS::CloudFormation::Stack) CREATE_IN_PROGRESS",
+        "Topic (AWS::SNS::Topic) CREATE_IN_PROGRESS",
+        "Topic (AWS::SNS::Topic) CREATE_COMPLETE",
+        "a-dev (AWS::CloudFormation::Stack) CREATE_COMPLETE",
+    ]
+    assert seen[0].reason == "User Initiated"
+    assert pages >= 1
+    assert polled  # one page after each poll of the stack, never two in a row
+    assert operation(cloudformation.deploy_stack, stack) == ([], 0, True)  # a no-op update: no events read
+    topic = {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": {"Fn::Sub": "${Stage}-t2"}}}
+    renamed = spec("a-dev", {**EXPORTER, "Resources": {"Topic": topic}}, Stage="dev")
+    layer.resource_fails("a-dev", "UpdateStack", "Topic", "Topic name is taken")
+    with pytest.raises(PhasedoitError) as failed:
+        operation(cloudformation.deploy_stack, renamed)
+    assert str(failed.value) == "Topic (AWS::SNS::Topic): Topic name is taken [UPDATE_ROLLBACK_COMPLETE]"
+    texts = [event.text for event in seen]
+    assert texts[0] == "a-dev (AWS::CloudFormation::Stack) UPDATE_IN_PROGRESS"
+    assert "Topic (AWS::SNS::Topic) UPDATE_FAILED: Topic name is taken" in texts
+    assert texts[-1] == "a-dev (AWS::CloudFormation::Stack) UPDATE_ROLLBACK_COMPLETE"
+    texts, _, _ = operation(cloudformation.remove_stack, "a-dev", owner("a-dev"))
+    assert texts == [
+        "a-dev (AWS::CloudFormation::Stack) DELETE_IN_PROGRESS",
+        "Topic (AWS::SNS::Topic) DELETE_IN_PROGRESS",
+        "Topic (AWS::SNS::Topic) DELETE_COMPLETE",
+        "a-dev (AWS::CloudFormation::Stack) DELETE_COMPLETE",
+    ]
+
+
+def test_a_stack_event_as_a_line() -> None:
+    assert StackEvent("Fn", "AWS::Lambda::Function", "CREATE_COMPLETE").text == (
+        "Fn (AWS::Lambda::Function) CREATE_COMPLETE"
+    )
+    failed = StackEvent("Fn", "AWS::Lambda::Function", "CREATE_FAILED", "Role is invalid")
+    assert failed.text == "Fn (AWS::Lambda::Function) CREATE_FAILED: Role is invalid"
+    rollback = StackEvent("a-dev", "AWS::CloudFormation::Stack", "UPDATE_ROLLBACK_IN_PROGRESS", "Fn failed")
+    assert rollback.text == "a-dev (AWS::CloudFormation::Stack) UPDATE_ROLLBACK_IN_PROGRESS: Fn failed"
+    started = StackEvent("a-dev", "AWS::CloudFormation::Stack", "CREATE_IN_PROGRESS", "User Initiated")
+    assert started.text == "a-dev (AWS::CloudFormation::Stack) CREATE_IN_PROGRESS"

@@ -183,8 +183,10 @@ def test_a_failure_stops_later_phases(shop: Path, moto: Moto) -> None:
         "confirmation-job: No export named dev-CartTableArn found. [ROLLBACK_COMPLETE]"
         in result.stderr.splitlines()
     )
-    assert result.stdout.splitlines()[-1].startswith("1 deployed, 1 failed (")
-    assert "reset-cart-job" not in result.stdout + result.stderr
+    *_, because, summary = result.stdout.splitlines()
+    assert because == "not started because confirmation-job failed: reset-cart-job"
+    assert summary.startswith("1 deployed, 1 failed, 1 not started (")
+    assert "reset-cart-job" not in result.stderr
     assert "reset-cart-job-dev" not in stacks(moto)
 
 

@@ -100,13 +100,16 @@ def test_a_changed_export_in_use_is_refused_by_cloudformation(shop: Path, layer:
     ]
     result = doit(shop, "-n", "4", "deploy")
     # the topic's ARN is the value of an export both jobs import: CloudFormation rolls the update back
-    assert (result.returncode, result.stderr.splitlines()) == (
+    in_use = "Cannot update export dev-PurchasedTopicArn as it is in use by confirmation-job-dev and reset-cart-job-dev"
+    said = result.stderr.splitlines()
+    assert (result.returncode, said[0], said[-1]) == (
         1,
-        [
-            "checkout-api: updating checkout-api-dev",
-            "checkout-api: Cannot update export dev-PurchasedTopicArn as it is in use by confirmation-job-dev"
-            " and reset-cart-job-dev [UPDATE_ROLLBACK_COMPLETE]",
-        ],
+        "checkout-api: updating checkout-api-dev",
+        f"checkout-api: {in_use} [UPDATE_ROLLBACK_COMPLETE]",
+    )
+    assert (
+        f"checkout-api: checkout-api-dev (AWS::CloudFormation::Stack) UPDATE_ROLLBACK_IN_PROGRESS: {in_use}"
+        in said
     )
     assert layer.written() == [("UpdateStack", "checkout-api-dev")]
     events = layer.client().describe_stack_events(StackName="checkout-api-dev")["StackEvents"]

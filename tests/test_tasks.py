@@ -97,7 +97,7 @@ def test_remove_graph_is_reversed() -> None:
         tasks["remove"]["doc"] == "remove shop's stacks of stage prod: 3 phases, 4 services, last phase first"
     )
     assert tasks["remove:users-api"]["actions"] == [
-        (actions.remove_service, [PLAN.services["users-api"], TARGET, False])
+        (actions.remove_service, [PLAN.services["users-api"], TARGET, False, None])
     ]
 
 
@@ -111,7 +111,7 @@ def test_remove_one_service_alone() -> None:
         "remove:orders-api": ["_confirm-remove"],
     }
     assert tasks["remove:users-api"]["actions"] == [
-        (actions.remove_service, [PLAN.services["users-api"], TARGET, True])
+        (actions.remove_service, [PLAN.services["users-api"], TARGET, True, None])
     ]
     assert tasks["_confirm-remove"]["uptodate"] == [
         (

@@ -16,7 +16,7 @@ from phasedoit.templates import Dependencies
 if TYPE_CHECKING:
     from phasedoit.config import App, Service, StageSettings
     from phasedoit.planning import ServicePlan
-    from phasedoit.stack import Deployed
+    from phasedoit.stack import Deployed, OnProgress
 
 # Part of every fingerprint: a phasedoit that renders requests differently redeploys what it rendered.
 FORMAT = "2"
@@ -87,12 +87,22 @@ class Deployer(Protocol):
     # raise a PhasedoitError if this service must not `verb` (deploy, remove) at `target`
     def guard(self, plan: ServicePlan, target: Target, verb: str) -> None: ...
 
-    # send the rendered request, tagged with `fingerprint`; wait for the outcome
-    def deploy(self, plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Deployed: ...
+    # send the rendered request, tagged with `fingerprint`; wait for the outcome, passing its progress
+    # (stack events, packaging) to `on_progress` as it goes
+    def deploy(
+        self,
+        plan: ServicePlan,
+        target: Target,
+        fingerprint: str,
+        say: Say,
+        on_progress: OnProgress | None = None,
+    ) -> Deployed: ...
 
     # delete the service's stack and wait until it is gone; False if there was none; `alone`: refuse
     # while another stack imports its exports (a whole stage's removal checks that once, for all)
-    def remove(self, plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool: ...
+    def remove(
+        self, plan: ServicePlan, target: Target, say: Say, alone: bool, on_progress: OnProgress | None = None
+    ) -> bool: ...
 
 
 def get(name: str) -> Deployer:

@@ -20,6 +20,7 @@ from phasedoit.stack import (
     SERVICE_TAG,
     STAGE_TAG,
     Deployed,
+    OnProgress,
     StackSpec,
     Target,
     digest,
@@ -144,7 +145,9 @@ def deploy_time_values(template: dict[str, Any], body: str) -> str | None:
     return None
 
 
-def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Deployed:
+def deploy(
+    plan: ServicePlan, target: Target, fingerprint: str, say: Say, on_progress: OnProgress | None = None
+) -> Deployed:
     from phasedoit import artifacts, cloudformation  # boto3 loads in the workers, not when doit lists tasks
 
     request: Request = plan.request
@@ -156,12 +159,16 @@ def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Dep
         template_url=template.get("TemplateURL", ""),
         tags={**request.tags, FINGERPRINT_TAG: fingerprint, EXPORTS_TAG: digest(dict(plan.exports))},
     )
-    return cloudformation.deploy_stack(cfn, tagged, say, adopt=plan.adopt)
+    return cloudformation.deploy_stack(cfn, tagged, say, adopt=plan.adopt, on_event=on_progress)
 
 
-def remove(plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool:
+def remove(
+    plan: ServicePlan, target: Target, say: Say, alone: bool, on_progress: OnProgress | None = None
+) -> bool:
     from phasedoit import cloudformation
 
     cfn = cloudformation.client(target)
     owner = plan.request.tags
-    return cloudformation.remove_stack(cfn, plan.stack, owner, say, adopt=plan.adopt, alone=alone)
+    return cloudformation.remove_stack(
+        cfn, plan.stack, owner, say, adopt=plan.adopt, alone=alone, on_event=on_progress
+    )

@@ -24,6 +24,7 @@ from phasedoit.errors import PhasedoitError
 from phasedoit.stack import (
     FINGERPRINT_TAG,
     Deployed,
+    OnProgress,
     StackSpec,
     Target,
 )
@@ -37,7 +38,9 @@ guard = no_guard  # its client checks the account of a stage bound to one
 render = serverless_framework.render  # both read serverless.yml alike; `deploy_with` picks the deployer
 
 
-def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Deployed:
+def deploy(
+    plan: ServicePlan, target: Target, fingerprint: str, say: Say, on_progress: OnProgress | None = None
+) -> Deployed:
     from phasedoit import artifacts, cloudformation, packaging, serverless_package
 
     run: ServerlessRun = plan.request
@@ -66,7 +69,7 @@ def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Dep
         package.capabilities,
         template_url=template.get("TemplateURL", ""),
     )
-    return cloudformation.deploy_stack(cfn, spec, say, adopt=plan.adopt)
+    return cloudformation.deploy_stack(cfn, spec, say, adopt=plan.adopt, on_event=on_progress)
 
 
 def check_packaged(run: ServerlessRun, packaged: Packaged, values: Mapping[str, str]) -> None:
@@ -103,9 +106,13 @@ def framework_environment(target: Target) -> dict[str, str]:
     return env
 
 
-def remove(plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool:
+def remove(
+    plan: ServicePlan, target: Target, say: Say, alone: bool, on_progress: OnProgress | None = None
+) -> bool:
     from phasedoit import cloudformation
 
     run: ServerlessRun = plan.request
     cfn = cloudformation.client(target)
-    return cloudformation.remove_stack(cfn, plan.stack, run.tags, say, adopt=plan.adopt, alone=alone)
+    return cloudformation.remove_stack(
+        cfn, plan.stack, run.tags, say, adopt=plan.adopt, alone=alone, on_event=on_progress
+    )

@@ -19,7 +19,7 @@ from phasedoit import serverless
 from phasedoit.deployers import FORMAT, Context, Rendered, Say, Watched, pseudo_parameters
 from phasedoit.errors import PhasedoitError
 from phasedoit.serverless_package import find_framework, run_streamed
-from phasedoit.stack import APP_TAG, SERVICE_TAG, STAGE_TAG, Deployed, Target, digest
+from phasedoit.stack import APP_TAG, SERVICE_TAG, STAGE_TAG, Deployed, OnProgress, Target, digest
 
 if TYPE_CHECKING:
     from phasedoit.config import Service
@@ -103,7 +103,9 @@ def guard(plan: ServicePlan, target: Target, verb: str) -> None:
     aws.check_account(target)
 
 
-def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Deployed:
+def deploy(
+    plan: ServicePlan, target: Target, fingerprint: str, say: Say, on_progress: OnProgress | None = None
+) -> Deployed:
     run: ServerlessRun = plan.request
     started = time.monotonic()
     _framework("deploy", run, target, say)
@@ -111,7 +113,9 @@ def deploy(plan: ServicePlan, target: Target, fingerprint: str, say: Say) -> Dep
     return Deployed("deployed", {}, {})
 
 
-def remove(plan: ServicePlan, target: Target, say: Say, alone: bool) -> bool:
+def remove(
+    plan: ServicePlan, target: Target, say: Say, alone: bool, on_progress: OnProgress | None = None
+) -> bool:
     run: ServerlessRun = plan.request
     _framework("remove", run, target, say)
     return True
