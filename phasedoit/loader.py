@@ -38,6 +38,8 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
 
         for notice in local.notices(Path(plan.target.local)):  # its saved state: set aside, not restored
             print(notice, file=sys.stderr)
+        for warning in unmodelled(plan):
+            print(f"warning: {warning}", file=sys.stderr)
     # doit saves its state at the end of a run, and on Ctrl-C but not on SIGTERM: make them alike
     signal.signal(signal.SIGTERM, _interrupt)
     return {
@@ -53,6 +55,24 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
         # remove that one stack, not the later phases with it, so its task then depends on nothing
         "task_remove": _creator(partial(remove_tasks, whole="remove" in _task_names(sys.argv[1:])), plan),
     }
+
+
+def unmodelled(plan: StagePlan) -> list[str]:
+    """The resource types moto does not model, by service: the local endpoint skips them without a word."""
+    from phasedoit import local
+
+    assert plan.target.local is not None
+    wanted = {kind for service in plan.services.values() for kind in service.resource_types}
+    try:
+        skipped = set(local.unmodelled_types(Path(plan.target.local), wanted))
+    except PhasedoitError:
+        return []  # no moto: the deploy says so in one line
+    return [
+        f"{name}: moto does not model {kind}; the local endpoint creates the stack without it"
+        for name, service in plan.services.items()
+        for kind in service.resource_types
+        if kind in skipped and not kind.startswith("AWS::Serverless::")  # expanded by the local endpoint
+    ]
 
 
 def _task_names(argv: list[str]) -> set[str]:

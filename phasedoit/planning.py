@@ -54,6 +54,7 @@ class ServicePlan:
     adopt: bool = False  # take over its stack if it exists without phasedoit's tags (`adopt=<service>`)
     exports: Mapping[str, str] = field(default_factory=dict)  # export name -> digest of its definition
     skip: str | None = None  # why it is not deployed to this target (nor are its importers)
+    resource_types: tuple[str, ...] = ()  # its template's resource types (what the local endpoint may skip)
     notes: tuple[str, ...] = ()  # what rendering decided that the user did not write
 
 
@@ -130,6 +131,7 @@ def plan_stage(
             adopt=bool({name, "all"} & adopted),
             exports=r.exports,
             skip=skipped.get(name),
+            resource_types=r.resource_types,
             notes=r.notes,
         )
         for name, r in rendered.items()

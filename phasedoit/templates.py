@@ -249,3 +249,14 @@ def _holds(guard: Guard, scope: Scope) -> bool | tuple[tuple[str, bool, str], ..
         elif value != wanted:
             return False
     return tuple(unknown) or True
+
+
+def resource_types(template: Mapping[str, Any]) -> tuple[str, ...]:
+    """The types of the template's resources, sorted, each once."""
+    resources = template.get("Resources")
+    kinds = {
+        r.get("Type")
+        for r in (resources if isinstance(resources, dict) else {}).values()
+        if isinstance(r, dict)
+    }
+    return tuple(sorted(kind for kind in kinds if isinstance(kind, str)))

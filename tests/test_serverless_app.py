@@ -378,7 +378,8 @@ def test_serverless_services_are_skipped_on_the_local_endpoint(
     exporting_job = IMPORTER + "resources: {Outputs: {J: {Value: j, Export: {Name: '${sls:stage}-J'}}}}\n"
     write(tmp_path / "app" / "services" / "job" / "serverless.yml", exporting_job)
     write(tmp_path / "app" / "services" / "api" / "template.yml", EXPORTER)
-    write(tmp_path / "app" / "services" / "other" / "template.yml", TEMPLATE)
+    cache = "{Type: AWS::ElastiCache::CacheCluster, Properties: {CacheNodeType: cache.t3.micro}}"
+    write(tmp_path / "app" / "services" / "other" / "template.yml", f"Resources: {{C: {cache}}}\n")
     write(
         tmp_path / "app" / "services" / "after" / "template.yml",
         TEMPLATE + "Outputs: {B: {Value: !ImportValue dev-J}}\n",
@@ -390,6 +391,10 @@ def test_serverless_services_are_skipped_on_the_local_endpoint(
     app = copy_app(tmp_path / "app", tmp_path / "copy")
     try:
         listed = doit(app, "list")
+        assert listed.stderr.splitlines() == [  # said by every command on the local endpoint, plan included
+            "warning: other: moto does not model AWS::ElastiCache::CacheCluster;"
+            " the local endpoint creates the stack without it"
+        ]
         assert listed.stdout.splitlines()[1:3] == [
             "deploy-1   deploy phase 1: api, other",
             "deploy-2   deploy phase 2: job (after api; skipped: the Serverless Framework deploys to AWS only, not to the local endpoint)",

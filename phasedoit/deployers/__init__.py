@@ -74,6 +74,7 @@ class Rendered:
     skip: str | None = None  # why it cannot deploy to the stage's target (and is skipped, with its importers)
     missing: tuple[str, ...] = ()  # parameters it declares that get neither a value nor a default
     notes: tuple[str, ...] = ()  # what rendering decided that the user did not write (`doit plan` says it)
+    resource_types: tuple[str, ...] = ()  # the template's resource types, sorted
 
 
 class Deployer(Protocol):

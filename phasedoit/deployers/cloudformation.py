@@ -91,6 +91,7 @@ def render(context: Context, service: Service) -> Rendered:
         exports=export_definitions(template, known),
         missing=tuple(templates.missing_parameters(template, parameters)),
         notes=package.notes,
+        resource_types=templates.resource_types(template),
     )
 
 
