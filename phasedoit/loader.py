@@ -38,8 +38,9 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
 
         for notice in local.notices(Path(plan.target.local)):  # its saved state: set aside, not restored
             print(notice, file=sys.stderr)
-        for warning in unmodelled(plan):
-            print(f"warning: {warning}", file=sys.stderr)
+        if "plan" in _task_names(sys.argv[1:]):  # said where it is read before deploying, not at every run
+            for warning in unmodelled(plan):
+                print(f"warning: {warning}", file=sys.stderr)
     # doit saves its state at the end of a run, and on Ctrl-C but not on SIGTERM: make them alike
     signal.signal(signal.SIGTERM, _interrupt)
     return {
