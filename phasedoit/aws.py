@@ -32,6 +32,19 @@ _sessions: dict[Target, boto3.session.Session] = {}
 _clients: dict[tuple[Target, str], Any] = {}
 
 
+def _forget() -> None:
+    """In a forked child (doit's `-P process` workers): a client made before the fork holds the parent's
+    open connections, and two processes reading one socket take each other's answers. Start afresh.
+
+    (doit forks from its main thread, which holds `_lock` only inside `client`.)"""
+    _sessions.clear()
+    _clients.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_forget)
+
+
 def client(target: Target, service: str) -> Any:
     """The client of `service` for `target`, made once; the account of a stage bound to one is checked."""
     with _lock, translated():
