@@ -43,6 +43,9 @@ DEFINITION_NAMES = TEMPLATE_NAMES + SERVERLESS_NAMES
 CLOUDFORMATION_ONLY = ("stack_name", "parameters", "tags", "capabilities")
 SERVERLESS_ONLY = ("deploy_with",)
 Capability = Literal["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
+# phases: a phase starts when the one before it is done; dependencies: a service, when its upstreams are
+Schedule = Literal["phases", "dependencies"]
+SCHEDULES: tuple[Schedule, ...] = ("phases", "dependencies")
 
 
 def _check_name(value: str, what: str, pattern: re.Pattern[str], rule: str) -> str:
@@ -144,6 +147,7 @@ class ServiceSettings(_Model):
     # a Serverless Framework service: packaged by the framework and deployed by phasedoit, or deployed by
     # the framework itself (`serverless deploy`: for plugins that act at deploy time)
     deploy_with: Literal["phasedoit", "framework"] = "phasedoit"
+    after: list[str] = []  # services it deploys after, beyond those it imports from (checked by _resolve)
 
     @field_validator("stack_name")
     @classmethod
@@ -209,6 +213,7 @@ class ConfigFile(_Model):
     phases: list[PhaseSettings] | None = Field(default=None, min_length=1)  # None: computed from imports
     services: dict[ServiceName, ServiceSettings] = {}
     stages: dict[StageKey, StageSettings] = {}
+    schedule: Schedule = "phases"
     # exports of other apps this one imports; may use {stage}
     external_exports: list[Annotated[str, AfterValidator(lambda v: check_placeholders(v, ("stage",)))]] = []
     # the Serverless Framework's command (on PATH) or file (from the app folder); default: found per service
@@ -272,6 +277,7 @@ class App:
     stages: dict[str, StageSettings] = field(default_factory=dict)  # by name or pattern (`pr-*`)
     external_exports: tuple[str, ...] = ()
     framework: str | None = None  # phases.yml's `framework:`
+    schedule: Schedule = "phases"
 
     def stage_settings(self, stage: str) -> StageSettings | None:
         """The settings of `stage`: its own entry, else the first pattern that matches it."""
@@ -369,7 +375,9 @@ def _message(error: Any) -> str:
 def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, list[str]]:
     problems: list[str] = []
     services: dict[str, Service] = {}
+    named: set[str] = set()
     for name, where in _listed_services(root, parsed, raw, problems):
+        named.add(name)
         found = _find_service(root, name, parsed.services.get(name, ServiceSettings()), where)
         if isinstance(found, str):
             problems.append(found)
@@ -382,6 +390,7 @@ def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, 
     phases = tuple(
         Phase(p + 1, phase.name, tuple(phase.services)) for p, phase in enumerate(parsed.phases or ())
     )
+    problems += _unknown_after(parsed, named)
     app = App(
         root,
         parsed.app,
@@ -390,6 +399,7 @@ def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, 
         dict(parsed.stages),
         tuple(parsed.external_exports),
         parsed.framework,
+        parsed.schedule,
     )
     if not problems:
         problems += _stack_collisions(app)
@@ -512,6 +522,17 @@ def _checked(root: Path, service: Service, shown: str) -> Service | str:
                     f"services.{service.name}.{key}: only for a Serverless Framework service, not {template}"
                 )
     return service
+
+
+def _unknown_after(parsed: ConfigFile, named: set[str]) -> list[str]:
+    return [
+        f"services.{name}.after[{i}]: unknown service {other!r}"
+        if other not in named
+        else f"services.{name}.after[{i}]: a service cannot deploy after itself"
+        for name, settings in parsed.services.items()
+        for i, other in enumerate(settings.after)
+        if other not in named or other == name
+    ]
 
 
 def _duplicate_phase_names(phases: list[PhaseSettings]) -> list[str]:

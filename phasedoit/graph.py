@@ -34,10 +34,17 @@ class Graph:
     # conditional imports that no service of the app exports: never checked, a warning each
     unchecked: tuple[tuple[str, Conditional], ...] = ()
     exports: tuple[tuple[str, str], ...] = ()  # (export, its service): every export of the app, by name
+    # (service, the service it deploys after) declared by `after:`, for what no template shows
+    after: tuple[tuple[str, str], ...] = ()
 
 
-def build_graph(dependencies: Mapping[str, Dependencies]) -> Graph:
-    """`dependencies` in the user's order; an export defined by two services unconditionally is an error."""
+def build_graph(
+    dependencies: Mapping[str, Dependencies], after: Mapping[str, Sequence[str]] | None = None
+) -> Graph:
+    """`dependencies` in the user's order; an export defined by two services unconditionally is an error.
+
+    `after`: each service's `after:` list, services known to be in `dependencies`.
+    """
     exporters = _exporters(dependencies)
     order = {service: i for i, service in enumerate(dependencies)}
     edges: list[Edge] = []
@@ -56,7 +63,8 @@ def build_graph(dependencies: Mapping[str, Dependencies]) -> Graph:
                 unchecked.append((importer, found))
     edges.sort(key=lambda e: (order[e.importer], order[e.exporter], e.export))
     exports = tuple((name, found[0][0]) for name, found in sorted(exporters.items()))
-    return Graph(tuple(dependencies), tuple(edges), tuple(external), tuple(unchecked), exports)
+    declared = tuple((service, other) for service, others in (after or {}).items() for other in others)
+    return Graph(tuple(dependencies), tuple(edges), tuple(external), tuple(unchecked), exports, declared)
 
 
 def _exporters(dependencies: Mapping[str, Dependencies]) -> dict[str, list[tuple[str, bool]]]:
@@ -92,6 +100,13 @@ def check_phases(graph: Graph, phases: Sequence[Phase]) -> list[str]:
                 f" from {edge.exporter} ({phases[exporter_phase].label}):"
                 f" move {edge.importer} to a phase after {exporter_phase + 1}"
             )
+    for service, other in graph.after:
+        if where[service] <= where[other]:
+            problems.append(
+                f"{service} ({phases[where[service]].label}) deploys after {other}"
+                f" ({phases[where[other]].label}) by services.{service}.after:"
+                f" move {service} to a phase after {where[other] + 1}"
+            )
     return problems
 
 
@@ -106,9 +121,9 @@ def validate(graph: Graph, phases: Sequence[Phase]) -> list[str]:
 
 def _successors(graph: Graph) -> dict[str, list[str]]:
     successors: dict[str, list[str]] = {service: [] for service in graph.services}
-    for edge in graph.edges:
-        if edge.exporter not in successors[edge.importer]:
-            successors[edge.importer].append(edge.exporter)
+    for service, before in [(e.importer, e.exporter) for e in graph.edges] + list(graph.after):
+        if before not in successors[service]:
+            successors[service].append(before)
     return successors
 
 
@@ -171,6 +186,9 @@ def _cycle_message(graph: Graph, cycle: list[str]) -> str:
     reasons = []
     for importer, exporter in itertools.pairwise(cycle):
         edges = [e for e in graph.edges if (e.importer, e.exporter) == (importer, exporter)]
+        if not edges:
+            reasons.append(f"{importer} deploys after {exporter} by services.{importer}.after")
+            continue
         exports = " and ".join(e.export for e in edges)
         verb = "imports" if any(not e.conditional for e in edges) else "may import"
         reasons.append(f"{importer} {verb} {exports} from {exporter}")
@@ -278,7 +296,7 @@ def labels(services: Iterable[str], conditional: Collection[str]) -> list[str]:
 def to_dot(graph: Graph, phases: Sequence[Phase]) -> str:
     """A Graphviz drawing: a cluster per phase, an arrow exporter -> importer per export.
 
-    A conditional import's arrow is dashed.
+    A conditional import's arrow is dashed; a dotted one labelled `after` is an `after:`.
     """
     lines = ["digraph phasedoit {", "  rankdir=LR;", "  node [shape=box];"]
     for i, phase in enumerate(phases):
@@ -291,6 +309,10 @@ def to_dot(graph: Graph, phases: Sequence[Phase]) -> str:
         f" [label={_dot_string(e.export)}{', style=dashed' if e.conditional else ''}];"
         for e in graph.edges
     )
+    lines.extend(
+        f'  {_dot_string(other)} -> {_dot_string(service)} [style=dotted, label="after"];'
+        for service, other in graph.after
+    )
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -302,7 +324,7 @@ def _dot_string(text: str) -> str:
 def to_mermaid(graph: Graph, phases: Sequence[Phase]) -> str:
     """A Mermaid flowchart: a subgraph per phase, an arrow exporter -> importer per export.
 
-    A conditional import's arrow is dotted.
+    A conditional import's arrow is dotted; so is an `after:`, labelled `after`.
     """
     ids = {service: f"s{i}" for i, service in enumerate(_all_services(graph, phases))}
     lines = ["flowchart LR"]
@@ -313,6 +335,7 @@ def to_mermaid(graph: Graph, phases: Sequence[Phase]) -> str:
     for e in graph.edges:
         arrow = "-.->" if e.conditional else "-->"
         lines.append(f'  {ids[e.exporter]} {arrow}|"{_mermaid_text(e.export)}"| {ids[e.importer]}')
+    lines.extend(f"  {ids[other]} -.->|after| {ids[service]}" for service, other in graph.after)
     return "\n".join(lines) + "\n"
 
 

@@ -27,7 +27,13 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
         variables.check(variables.given(), variables.KNOWN)
         app = load_config(root / CONFIG_NAME)
         plan = plan_stage(
-            app, get_var("stage"), os.environ, get_var("force"), adopt=get_var("adopt"), yes=get_var("yes")
+            app,
+            get_var("stage"),
+            os.environ,
+            get_var("force"),
+            adopt=get_var("adopt"),
+            yes=get_var("yes"),
+            schedule=get_var("schedule"),
         )
         progress_mode(os.environ, None)  # a wrong PHASEDOIT_PROGRESS is a user error, said before any run
     except PhasedoitError as e:

@@ -60,7 +60,8 @@ class Plan(DoitCmdBase):  # type: ignore[misc]
             verdicts.append(verdict)
         record = next((v.record for v in verdicts if v.record), None)
         app, stage = (record.app, record.stage) if record else ("", "")
-        self.outstream.write(RENDER[format](plan_lines(verdicts), app, stage))
+        schedule = str((tasks["deploy"].meta or {}).get("schedule", "")) if "deploy" in tasks else ""
+        self.outstream.write(RENDER[format](plan_lines(verdicts), app, stage, schedule))
         return 0
 
 
@@ -94,9 +95,10 @@ def plan_lines(verdicts: list[Verdict]) -> list[ServiceLine]:
     return lines
 
 
-def summary(lines: list[ServiceLine]) -> str:
+def summary(lines: list[ServiceLine], schedule: str = "") -> str:
     deploying, total = sum(line.status == "deploys" for line in lines), len(lines)
-    return f"{deploying} of {total} service{'s' * (total != 1)} would deploy"
+    scheduled = f" (schedule: {schedule})" if schedule else ""
+    return f"{deploying} of {total} service{'s' * (total != 1)} would deploy{scheduled}"
 
 
 def _phases(lines: list[ServiceLine]) -> dict[str, list[ServiceLine]]:
@@ -106,8 +108,8 @@ def _phases(lines: list[ServiceLine]) -> dict[str, list[ServiceLine]]:
     return phases
 
 
-def to_text(lines: list[ServiceLine], app: str, stage: str) -> str:
-    out = [summary(lines)]
+def to_text(lines: list[ServiceLine], app: str, stage: str, schedule: str = "") -> str:
+    out = [summary(lines, schedule)]
     for phase, members in _phases(lines).items():
         out.append(phase)
         for line in members:
@@ -115,11 +117,12 @@ def to_text(lines: list[ServiceLine], app: str, stage: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_json(lines: list[ServiceLine], app: str, stage: str) -> str:
+def to_json(lines: list[ServiceLine], app: str, stage: str, schedule: str = "") -> str:
     document: dict[str, Any] = {
         "app": app,
         "stage": stage,
-        "summary": summary(lines),
+        "schedule": schedule,
+        "summary": summary(lines, schedule),
         "deploys": sum(line.status == "deploys" for line in lines),
         "services": len(lines),
         "phases": [
@@ -136,8 +139,13 @@ def _fields(line: ServiceLine) -> dict[str, Any]:
     return fields
 
 
-def to_markdown(lines: list[ServiceLine], app: str, stage: str) -> str:
-    out = [f"### phasedoit plan: {_cell(app)}, stage {_cell(stage)}", "", f"**{summary(lines)}**", ""]
+def to_markdown(lines: list[ServiceLine], app: str, stage: str, schedule: str = "") -> str:
+    out = [
+        f"### phasedoit plan: {_cell(app)}, stage {_cell(stage)}",
+        "",
+        f"**{summary(lines, schedule)}**",
+        "",
+    ]
     out += ["| phase | service | plan |", "| --- | --- | --- |"]
     for line in lines:
         text = _cell(line.text)

@@ -19,8 +19,10 @@ from phasedoit import deployers, graph, runrecord
 from phasedoit.config import (
     CONFIG_NAME,
     DEFAULT_STAGE,
+    SCHEDULES,
     App,
     Phase,
+    Schedule,
     StageSettings,
     check_region_from_env,
     check_stage_name,
@@ -50,6 +52,7 @@ class ServicePlan:
     upstreams: tuple[str, ...] = ()  # the services it imports from, in the user's order
     # those of `upstreams` it imports from only under conditions that cannot be known before deploy
     conditional_upstreams: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()  # the services it deploys after by `after:`, beyond its upstreams
     always: str | None = None  # why it deploys on every run (values read at deploy time)
     adopt: bool = False  # take over its stack if it exists without phasedoit's tags (`adopt=<service>`)
     exports: Mapping[str, str] = field(default_factory=dict)  # export name -> digest of its definition
@@ -73,6 +76,7 @@ class StagePlan:
     confirmed: bool = False  # yes=1: a protected stage's `remove` needs no question
     run: str = ""  # this run's id: an exporter's values tell its importers' checks it deployed in this run
     record: str = ""  # the path of this run's record (see runrecord), made when the run starts
+    schedule: Schedule = "phases"
 
 
 def plan_stage(
@@ -83,12 +87,15 @@ def plan_stage(
     *,
     adopt: str | None = None,
     yes: str | None = None,
+    schedule: str | None = None,
 ) -> StagePlan:
     """The plan of one stage, every check that needs no AWS call done.
 
-    `force` and `adopt`: `all` or services, as given on the command line; `yes`: `1` confirms a removal.
+    `force` and `adopt`: `all` or services, as given on the command line; `yes`: `1` confirms a removal;
+    `schedule`: the command line's, which beats phases.yml's.
     """
     stage = select_stage(app, stage or environ.get("PHASEDOIT_STAGE") or DEFAULT_STAGE)
+    chosen = select_schedule(schedule) if schedule is not None else app.schedule
     check_region_from_env(environ)
     settings = app.stage_settings(stage) or StageSettings()
     context = Context(app, stage, settings, target(stage, settings, environ, app.root / STATE_DIR), environ)
@@ -97,7 +104,8 @@ def plan_stage(
     if missing:  # before any warning: what they leave unresolved would only repeat them
         raise PhasedoitError(missing_parameters_message(missing))
     known = {name.format(stage=stage) for name in app.external_exports}
-    edges = graph.build_graph({name: r.dependencies for name, r in rendered.items()})
+    after = {name: service.settings.after for name, service in app.services.items()}
+    edges = graph.build_graph({name: r.dependencies for name, r in rendered.items()}, after)
     warnings = [w for r in rendered.values() for w in r.dependencies.warnings]
     for warning in dict.fromkeys(warnings + graph.unchecked_imports(edges, known)):
         print(f"warning: {warning}", file=sys.stderr)
@@ -127,6 +135,7 @@ def plan_stage(
             imports=imports[name],
             upstreams=tuple(upstream.service for upstream in upstreams[name]),
             conditional_upstreams=tuple(u.service for u in upstreams[name] if u.conditional),
+            after=tuple(after[name]),
             always=r.always,
             adopt=bool({name, "all"} & adopted),
             exports=r.exports,
@@ -151,6 +160,7 @@ def plan_stage(
         confirmed=yes == "1",
         run=run,
         record=str(runrecord.record_path(app.root / STATE_DIR, stage, run, time.time())),
+        schedule=chosen,
     )
 
 
@@ -200,6 +210,14 @@ def select_services(app: App, variable: str, value: str | None) -> frozenset[str
     if unknown:
         raise PhasedoitError(f"{variable}: no service {', '.join(map(repr, unknown))} in {CONFIG_NAME}")
     return named
+
+
+def select_schedule(schedule: str) -> Schedule:
+    for known in SCHEDULES:
+        if schedule == known:
+            return known
+    expected = " or ".join(map(repr, SCHEDULES))
+    raise PhasedoitError(f"schedule: expected {expected}, got {schedule!r}")
 
 
 def select_stage(app: App, stage: str) -> str:

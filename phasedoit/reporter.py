@@ -74,7 +74,11 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]
         if not services:
             return
         verdicts: list[Verdict] = [task.meta["phasedoit"] for task in services]
-        first = _first_event(services[0].name.split(":")[0], verdicts)
+        verb = services[0].name.split(":")[0]
+        first = _first_event(verb, verdicts)
+        if isinstance(self.view, Plain) and verb == "deploy" and "deploy" in tasks:
+            # with `schedule: dependencies` phases interleave: no headers, each line names its service
+            self.view.phased = (tasks["deploy"].meta or {}).get("schedule") != "dependencies"
         self.state = RunState()
         self.record = next((v.record for v in verdicts if v.record), None)
         if self.record:
@@ -184,9 +188,10 @@ class Plain:
     def __init__(self, out: TextIO, err: TextIO) -> None:
         self.out, self.err = out, err
         self.phase: str | None = None
+        self.phased = True  # a header when the phase changes
 
     def show(self, event: Event, state: RunState) -> None:
-        if event["event"] in ("started", "skipped"):
+        if self.phased and event["event"] in ("started", "skipped"):
             phase = state.services[event["service"]].phase
             if phase != self.phase:
                 self.phase = phase

@@ -1,4 +1,9 @@
-"""Pure: a stage's plan → doit tasks: groups `deploy` and `remove`, a group per phase, a task per service."""
+"""Pure: a stage's plan → doit tasks: groups `deploy` and `remove`, a group per phase, a task per service.
+
+The schedule is in the `task_dep`s: with `phases`, a service's task waits for the phase before its own;
+with `dependencies`, for the services it imports from and those it is declared `after:`. Either way
+`deploy:<service>` deploys what it waits for first, and phases stay what `doit list` and `remove` show.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ CHECK_EXPORTS = "_check-exports"
 CHECK_IN_USE = "_check-exports-in-use"
 CONFIRM_REMOVAL = "_confirm-remove"
 CHECK_REMOVAL = "_check-remove"
+SCHEDULED = {"phases": "phase by phase", "dependencies": "each service after its upstreams"}
 
 
 def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[Task]:
@@ -27,11 +33,11 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
     yield {
         "basename": "deploy",
         "name": None,
-        "doc": f"deploy {plan.app} to stage {plan.stage}: {_count(plan)}, phase by phase",
+        "doc": f"deploy {plan.app} to stage {plan.stage}: {_count(plan)}, {SCHEDULED[plan.schedule]}",
+        "meta": {"schedule": plan.schedule},
     }
     tasks: list[Task] = []
     for phase in plan.phases:
-        before = [f"deploy-{phase.number - 1}"] if phase.number > 1 else []
         for name in phase.services:
             service = plan.services[name]
             tasks.append(
@@ -41,7 +47,7 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
                     "doc": f"deploy {service.stack} ({phase.label})",
                     "actions": [(actions.deploy_service, [service, plan.target, plan.run])],
                     "uptodate": [_check(plan, name)],
-                    "task_dep": before,
+                    "task_dep": _waits_for(plan, phase, name),
                     "meta": {"phasedoit": _verdict(service, phase, _record(plan))},
                 }
             )
@@ -64,7 +70,7 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
                 "uptodate": [False],
             }
         )
-    for task in tasks:  # the first phase waits for the checks: nothing is written before they pass
+    for task in tasks:  # what waits for nothing waits for the checks: nothing is written before they pass
         if task["basename"] == "deploy" and not task["task_dep"]:
             task["task_dep"] = [check["basename"] for check in checks]
     yield from checks
@@ -148,6 +154,13 @@ def _check_removal(plan: StagePlan) -> Task:
 
 def _record(plan: StagePlan) -> Record | None:
     return Record(plan.record, plan.app, plan.stage, plan.run) if plan.record else None
+
+
+def _waits_for(plan: StagePlan, phase: Phase, name: str) -> list[str]:
+    if plan.schedule == "dependencies":
+        service = plan.services[name]
+        return [f"deploy:{s}" for s in dict.fromkeys(service.upstreams + service.after)]
+    return [f"deploy-{phase.number - 1}"] if phase.number > 1 else []
 
 
 def _check(plan: StagePlan, name: str) -> UpToDate:

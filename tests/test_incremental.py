@@ -74,7 +74,7 @@ def test_a_stack_deleted_behind_our_back_is_created_again(shop: Path, layer: Lay
     moto.client().delete_stack(StackName="confirmation-job-dev")
     result = doit(shop, "plan")
     assert result.stdout.splitlines() == [
-        "1 of 3 services would deploy",
+        "1 of 3 services would deploy (schedule: phases)",
         "phase 1 'api'",
         "  checkout-api           up to date",
         "phase 2 'jobs'",

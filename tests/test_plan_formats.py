@@ -24,7 +24,7 @@ def test_the_three_formats_of_one_plan(tmp_path: Path, layer: Layer, moto: Moto)
     )
     assert [r.returncode for r in (text, as_json, markdown)] == [0, 0, 0]
     assert text.stdout.splitlines() == [
-        "2 of 3 services would deploy",
+        "2 of 3 services would deploy (schedule: phases)",
         "phase 1 'api'",
         "  checkout-api           deploys: changed files: template.yml",
         "phase 2 'jobs'",
@@ -35,7 +35,8 @@ def test_the_three_formats_of_one_plan(tmp_path: Path, layer: Layer, moto: Moto)
     assert document == {
         "app": "shop",
         "stage": "dev",
-        "summary": "2 of 3 services would deploy",
+        "schedule": "phases",
+        "summary": "2 of 3 services would deploy (schedule: phases)",
         "deploys": 2,
         "services": 3,
         "phases": [
@@ -81,7 +82,7 @@ def test_the_three_formats_of_one_plan(tmp_path: Path, layer: Layer, moto: Moto)
     assert markdown.stdout.splitlines()[:6] == [
         "### phasedoit plan: shop, stage dev",
         "",
-        "**2 of 3 services would deploy**",
+        "**2 of 3 services would deploy (schedule: phases)**",
         "",
         "| phase | service | plan |",
         "| --- | --- | --- |",

@@ -3,8 +3,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from phasedoit import actions, removal
-from phasedoit.config import Phase
+from phasedoit.config import Phase, Schedule
 from phasedoit.planning import ServicePlan, StagePlan
 from phasedoit.stack import StackSpec, Target, Verdict
 from phasedoit.tasks import deploy_tasks, remove_tasks
@@ -140,3 +142,48 @@ def test_a_conditional_upstream_is_named_as_such() -> None:
     assert tasks["deploy:website"]["meta"]["phasedoit"] == Verdict(
         "website", "phase 2", ("zone", "alert"), conditional=("alert",)
     )
+
+
+def test_dependencies_wait_for_upstreams_and_after() -> None:
+    services = dict(PLAN.services)
+    services["billing-job"] = replace(services["billing-job"], upstreams=("orders-api",))
+    services["audit-job"] = replace(services["audit-job"], upstreams=("orders-api",), after=("billing-job",))
+    plan = replace(PLAN, services=services, schedule="dependencies")
+    tasks = by_name(list(deploy_tasks(plan)))
+    assert {name: tasks[f"deploy:{name}"]["task_dep"] for name in plan.services} == {
+        "users-api": [],
+        "orders-api": [],
+        "billing-job": ["deploy:orders-api"],  # not users-api, which the phase before also holds
+        "audit-job": ["deploy:orders-api", "deploy:billing-job"],
+    }
+    # the phases are still there to list and to deploy one at a time
+    assert tasks["deploy-2"]["task_dep"] == ["deploy:billing-job"]
+    assert tasks["deploy"]["doc"] == (
+        "deploy shop to stage prod: 3 phases, 4 services, each service after its upstreams"
+    )
+    assert tasks["deploy"]["meta"] == {"schedule": "dependencies"}
+    assert by_name(list(deploy_tasks(PLAN)))["deploy"]["meta"] == {"schedule": "phases"}
+
+
+@pytest.mark.parametrize(
+    ("schedule", "waits"),
+    [
+        ("phases", {"users-api": ["_check-exports"], "billing-job": ["deploy-1"], "audit-job": ["deploy-2"]}),
+        (
+            "dependencies",
+            {
+                "users-api": ["_check-exports"],
+                "billing-job": ["deploy:orders-api"],
+                "audit-job": ["_check-exports"],
+            },
+        ),
+    ],
+)
+def test_imports_from_outside_are_checked_first(schedule: Schedule, waits: dict[str, list[str]]) -> None:
+    services = dict(PLAN.services)
+    services["billing-job"] = replace(services["billing-job"], upstreams=("orders-api",))
+    checked = replace(
+        PLAN, services=services, external_imports=(("users-api", "dev-VpcId"),), schedule=schedule
+    )
+    tasks = by_name(list(deploy_tasks(checked)))
+    assert {name: tasks[f"deploy:{name}"]["task_dep"] for name in waits} == waits

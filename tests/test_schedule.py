@@ -1,0 +1,206 @@
+"""Scheduling: `schedule: dependencies`, `after:`, threads with one client per target, and reading the app's
+stacks without listing a whole region. Order is asserted from the recording proxy's call times."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from phasedoit import graph
+from phasedoit.config import Phase, load_config
+from phasedoit.errors import PhasedoitError
+from phasedoit.planning import plan_stage
+from phasedoit.templates import Dependencies
+from tests.conftest import REPO, Moto, copy_app, doit
+from tests.latency import Call, Proxy, slow_proxy
+
+SLOW_API = """Parameters:
+  Stage: {Type: String}
+Resources:
+  Audit:
+    Type: AWS::SSM::Parameter
+    Properties: {Name: !Sub '/${Stage}/slow-api', Type: String, Value: slow}
+"""
+# checkout-api and an unrelated slow service first; then the jobs, which import from checkout-api only
+PHASES = """app: shop
+phases:
+  - name: api
+    services: [checkout-api, slow-api]
+  - name: jobs
+    services: [confirmation-job, reset-cart-job]
+"""
+
+
+@pytest.fixture
+def shop(tmp_path: Path, aws_env: dict[str, str]) -> Path:
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "services", source / "services")
+    (source / "services" / "slow-api").mkdir()
+    (source / "services" / "slow-api" / "template.yml").write_text(SLOW_API)
+    (source / "phases.yml").write_text(PHASES)
+    return copy_app(source, tmp_path / "shop")
+
+
+def creates(proxy: Proxy) -> dict[str, Call]:
+    return {c.stack.removesuffix("-dev"): c for c in proxy.writes() if c.action == "CreateStack"}
+
+
+# ---- phases.yml ----------------------------------------------------------------------------------------
+
+
+def error_of(shop: Path, text: str) -> str:
+    (shop / "phases.yml").write_text(text)
+    with pytest.raises(PhasedoitError) as e:
+        plan_stage(load_config(shop / "phases.yml"), "dev", {})
+    return str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            "schedule: fast\n",
+            "phases.yml: schedule: expected 'phases' or 'dependencies', got 'fast'",
+        ),
+        (
+            "services:\n  reset-cart-job: {after: [checkout-api, nope-api]}\n",
+            "phases.yml: services.reset-cart-job.after[1]: unknown service 'nope-api'",
+        ),
+        (
+            "services:\n  reset-cart-job: {after: [reset-cart-job]}\n",
+            "phases.yml: services.reset-cart-job.after[0]: a service cannot deploy after itself",
+        ),
+        (
+            "services:\n  reset-cart-job: {after: slow-api}\n",
+            "phases.yml: services.reset-cart-job.after: input should be a valid list, got 'slow-api'",
+        ),
+        (
+            "services:\n  reset-cart-job: {after: [confirmation-job]}\n",
+            "phases.yml: phases: reset-cart-job (phase 2 'jobs') deploys after confirmation-job (phase 2 'jobs')"
+            " by services.reset-cart-job.after: move reset-cart-job to a phase after 2",
+        ),
+        (
+            "services:\n  checkout-api: {after: [reset-cart-job]}\n",
+            "phases.yml: phases: dependency cycle: checkout-api -> reset-cart-job -> checkout-api"
+            " (checkout-api deploys after reset-cart-job by services.checkout-api.after,"
+            " reset-cart-job imports dev-PurchasedTopicArn from checkout-api)",
+        ),
+    ],
+)
+def test_settings_of_the_schedule_are_checked(shop: Path, settings: str, message: str) -> None:
+    assert error_of(shop, PHASES + settings) == message
+
+
+def test_the_command_line_beats_phases_yml(shop: Path) -> None:
+    (shop / "phases.yml").write_text(PHASES + "schedule: dependencies\n")
+    app = load_config(shop / "phases.yml")
+    assert plan_stage(app, "dev", {}).schedule == "dependencies"
+    assert plan_stage(app, "dev", {}, schedule="phases").schedule == "phases"
+    with pytest.raises(PhasedoitError) as e:
+        plan_stage(app, "dev", {}, schedule="")
+    assert str(e.value) == "schedule: expected 'phases' or 'dependencies', got ''"
+
+
+def test_after_orders_computed_phases(shop: Path) -> None:
+    (shop / "phases.yml").write_text("app: shop\nservices:\n  slow-api: {after: [confirmation-job]}\n")
+    plan = plan_stage(load_config(shop / "phases.yml"), "dev", {})
+    assert [phase.services for phase in plan.phases] == [
+        ("checkout-api",),
+        ("confirmation-job", "reset-cart-job"),
+        ("slow-api",),  # it imports nothing: without `after:`, it would be in the first phase
+    ]
+    assert plan.services["slow-api"].after == ("confirmation-job",)
+    assert plan.services["slow-api"].upstreams == ()
+
+
+def test_after_edges_are_drawn() -> None:
+    deps = {"a": Dependencies(frozenset({"dev-A"}), frozenset()), "b": Dependencies(frozenset(), frozenset())}
+    drawn = graph.build_graph(deps, {"b": ["a"]})
+    phases = [Phase(1, None, ("a",)), Phase(2, None, ("b",))]
+    assert graph.validate(drawn, phases) == []
+    assert graph.validate(drawn, [Phase(1, None, ("a", "b"))]) == [
+        "b (phase 1) deploys after a (phase 1) by services.b.after: move b to a phase after 1"
+    ]
+    assert '  "a" -> "b" [style=dotted, label="after"];' in graph.to_dot(drawn, phases).splitlines()
+    assert "  s0 -.->|after| s1" in graph.to_mermaid(drawn, phases).splitlines()
+
+
+# ---- deploying -----------------------------------------------------------------------------------------
+
+
+def test_an_importer_does_not_wait_for_an_unrelated_slow_service(
+    shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = shop / "phases.yml"
+    config.write_text(PHASES + "services:\n  reset-cart-job: {after: [slow-api]}\n")
+    with slow_proxy(moto.url, delay=0.3, slow={"slow-api-dev": 3.0}) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        result = doit(shop, "-n", "4", "deploy", "schedule=dependencies")
+    assert result.returncode == 0, result.stderr
+    done = creates(proxy)
+    assert sorted(done) == ["checkout-api", "confirmation-job", "reset-cart-job", "slow-api"]
+    job, api, slow = done["confirmation-job"], done["checkout-api"], done["slow-api"]
+    assert api.end < job.start < slow.end  # after its exporter, while the earlier phase still deploys
+    assert slow.end < done["reset-cart-job"].start  # `after:` is honoured
+    # no phase headers: the phases interleave, and each line names its service
+    assert not [line for line in result.stdout.splitlines() if line.startswith("phase ")]
+    assert result.stdout.splitlines()[-1].startswith("4 deployed (")
+
+
+def test_phases_wait_for_the_whole_phase_before(
+    shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with slow_proxy(moto.url, delay=0.3, slow={"slow-api-dev": 1.0}) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        result = doit(shop, "-n", "4", "deploy")
+    assert result.returncode == 0, result.stderr
+    done = creates(proxy)
+    assert done["slow-api"].end < min(done["confirmation-job"].start, done["reset-cart-job"].start)
+
+
+def test_a_contradiction_is_refused_in_either_schedule(shop: Path, moto: Moto) -> None:
+    (shop / "phases.yml").write_text(
+        PHASES.replace("[checkout-api, slow-api]", "[slow-api]") + "  - [checkout-api]\n"
+    )
+    for schedule in ("schedule=phases", "schedule=dependencies"):
+        result = doit(shop, "-n", "4", "deploy", schedule)
+        assert (result.returncode, result.stdout, result.stderr) == (
+            1,
+            "",
+            "phases.yml: phases: confirmation-job (phase 2 'jobs') imports dev-PurchasedTopicArn from"
+            " checkout-api (phase 3): move confirmation-job to a phase after 3\n"
+            "phases.yml: phases: reset-cart-job (phase 2 'jobs') imports dev-PurchasedTopicArn from"
+            " checkout-api (phase 3): move reset-cart-job to a phase after 3\n",
+        )
+    assert moto.client().describe_stacks()["Stacks"] == []
+
+
+def test_one_service_deploys_what_it_waits_for_first(
+    shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (shop / "phases.yml").write_text(PHASES + "schedule: dependencies\n")
+    with slow_proxy(moto.url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        result = doit(shop, "-n", "4", "deploy:confirmation-job")
+    assert result.returncode == 0, result.stderr
+    assert proxy.written() == [("CreateStack", "checkout-api-dev"), ("CreateStack", "confirmation-job-dev")]
+
+
+def test_list_and_plan_say_which_schedule(shop: Path, moto: Moto) -> None:
+    listed = doit(shop, "list", "schedule=dependencies").stdout.splitlines()
+    assert listed[:3] == [
+        "deploy     deploy shop to stage dev: 2 phases, 4 services, each service after its upstreams",
+        "deploy-1   deploy phase 1 'api': checkout-api, slow-api",
+        "deploy-2   deploy phase 2 'jobs': confirmation-job (after checkout-api), reset-cart-job (after checkout-api)",
+    ]
+    assert doit(shop, "plan", "schedule=dependencies").stdout.splitlines()[0] == (
+        "4 of 4 services would deploy (schedule: dependencies)"
+    )
+    assert doit(shop, "plan").stdout.splitlines()[0] == "4 of 4 services would deploy (schedule: phases)"
+    wrong = doit(shop, "list", "schedule=fast")
+    assert (wrong.returncode, wrong.stderr) == (
+        1,
+        "schedule: expected 'phases' or 'dependencies', got 'fast'\n",
+    )
