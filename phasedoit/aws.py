@@ -6,6 +6,7 @@ takes 45-50 ms of CPU (the service model is read again), so deploying 30 service
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
@@ -26,10 +27,13 @@ NO_REGION = "no AWS region: set AWS_REGION, or a region for the stage in phases.
 # Both can be changed, for a slow network or for tests of faults.
 TIMEOUT_ENV, DEFAULT_TIMEOUT = "PHASEDOIT_API_TIMEOUT", 10.0
 ATTEMPTS_ENV, DEFAULT_ATTEMPTS = "PHASEDOIT_API_ATTEMPTS", 7
+MAX_CONNECTIONS = 100  # connections are opened only as they are needed
 
 _lock = threading.Lock()
 _sessions: dict[Target, boto3.session.Session] = {}
 _clients: dict[tuple[Target, str], Any] = {}
+# How many sessions ("session") and clients (by service) this process made for each target: one of each.
+created: collections.Counter[tuple[Target, str]] = collections.Counter()
 
 
 def _forget() -> None:
@@ -52,6 +56,7 @@ def client(target: Target, service: str) -> Any:
         if key not in _clients:
             make: Any = _session(target).client  # typed per service name; the name is a variable here
             _clients[key] = make(service, endpoint_url=_endpoint(target, service), config=config())
+            created[key] += 1
         return _clients[key]
 
 
@@ -65,7 +70,13 @@ def config() -> botocore.config.Config:
     # standard mode retries throttling and transient errors with jittered backoff
     retries: Any = {"mode": "standard", "max_attempts": int(positive_number(ATTEMPTS_ENV, DEFAULT_ATTEMPTS))}
     return botocore.config.Config(
-        retries=retries, connect_timeout=timeout, read_timeout=timeout, user_agent_extra="phasedoit"
+        retries=retries,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        user_agent_extra="phasedoit",
+        # one client serves every thread of `doit -n N` (and the reads of the listing): its pool of
+        # connections must not be smaller, or urllib3 drops connections and warns on stderr
+        max_pool_connections=MAX_CONNECTIONS,
     )
 
 
@@ -101,6 +112,7 @@ def _session(target: Target) -> boto3.session.Session:
                     f"the AWS credentials in use are for another account than phases.yml's {where}"
                 )
         _sessions[target] = session
+        created[(target, "session")] += 1
     return _sessions[target]
 
 

@@ -56,6 +56,9 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
             "dep_file": str(root / STATE_DIR / f"doit-{plan.stage}.db"),
             "backend": "phasedoit",  # sqlite3 (two runs at once keep both), its faults in one line
             "reporter": Reporter,
+            # `-n` runs the actions in threads: they wait on AWS, sharing one boto3 client per target;
+            # `-P process` on the command line still picks processes
+            "par_type": "thread",
         },
         "task_deploy": _creator(partial(deploy_tasks, requested=_task_names(sys.argv[1:])), plan),
         # removing the whole stage orders the removals (last phase first); `remove:<service>` alone must

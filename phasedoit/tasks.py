@@ -24,6 +24,9 @@ CHECK_IN_USE = "_check-exports-in-use"
 CONFIRM_REMOVAL = "_confirm-remove"
 CHECK_REMOVAL = "_check-remove"
 SCHEDULED = {"phases": "phase by phase", "dependencies": "each service after its upstreams"}
+# Actions write their progress to stderr themselves. doit's capture swaps the global sys.stdout and
+# sys.stderr around each action: with `-P thread`, concurrent actions would restore each other's swaps.
+NO_CAPTURE = {"capture": False}
 
 
 def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[Task]:
@@ -48,6 +51,7 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
                     "actions": [(actions.deploy_service, [service, plan.target, plan.run])],
                     "uptodate": [_check(plan, name)],
                     "task_dep": _waits_for(plan, phase, name),
+                    "io": NO_CAPTURE,
                     "meta": {"phasedoit": _verdict(service, phase, _record(plan))},
                 }
             )
@@ -68,6 +72,7 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
                 "doc": "check that no deploy removes or changes an export another stack imports",
                 "actions": [(inuse.check, [exporters, plan.target])],
                 "uptodate": [False],
+                "io": NO_CAPTURE,
             }
         )
     for task in tasks:  # what waits for nothing waits for the checks: nothing is written before they pass
@@ -126,6 +131,7 @@ def remove_tasks(plan: StagePlan, whole: bool = True) -> Iterator[Task]:
                 "actions": [(actions.remove_service, [service, plan.target, not whole, _record(plan)])],
                 "task_dep": first + after,
                 "uptodate": [False],
+                "io": NO_CAPTURE,
                 "meta": {"phasedoit": Verdict(name, phase.label, record=_record(plan))},
             }
         yield _phase_group("remove", phase, [f"remove:{s}" for s in phase.services], {})
@@ -139,6 +145,7 @@ def _confirm_removal(plan: StagePlan) -> Task:
         # asked in doit's main process, which has the terminal: doit checks uptodate there, one at a time
         "uptodate": [(removal.confirmed, [plan.stage, stacks, plan.confirmed], {})],
         "actions": [(removal.not_confirmed, [plan.stage])],
+        "io": NO_CAPTURE,
     }
 
 
@@ -149,6 +156,7 @@ def _check_removal(plan: StagePlan) -> Task:
         "doc": f"check that no stack outside {plan.app} imports an export it removes",
         "actions": [(removal.check_importers, [plan.app, stacks, plan.target])],
         "uptodate": [False],
+        "io": NO_CAPTURE,
     }
 
 
@@ -201,6 +209,7 @@ def _check_exports(plan: StagePlan, imports: list[tuple[str, str]]) -> Task:
         # the app's own exports: a missing import that is one of them mistyped gets a "did you mean"
         "actions": [(actions.check_exports, [imports, plan.target, dict(plan.graph.exports)])],
         "uptodate": [False],
+        "io": NO_CAPTURE,
     }
 
 

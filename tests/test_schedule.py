@@ -4,11 +4,15 @@ stacks without listing a whole region. Order is asserted from the recording prox
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from phasedoit import graph
+from phasedoit import aws, graph
 from phasedoit.config import Phase, load_config
 from phasedoit.errors import PhasedoitError
 from phasedoit.planning import plan_stage
@@ -204,3 +208,101 @@ def test_list_and_plan_say_which_schedule(shop: Path, moto: Moto) -> None:
         1,
         "schedule: expected 'phases' or 'dependencies', got 'fast'\n",
     )
+
+
+# ---- threads -------------------------------------------------------------------------------------------
+
+API = """Parameters:
+  Stage: {{Type: String}}
+Resources:
+  Value:
+    Type: AWS::SSM::Parameter
+    Properties: {{Name: !Sub '/${{Stage}}/{name}', Type: String, Value: {value}}}
+Outputs:
+  Value:
+    Value: !Ref Value
+    Export: {{Name: !Sub '${{Stage}}-{name}'}}
+"""
+
+
+@pytest.fixture
+def eight(tmp_path: Path, aws_env: dict[str, str]) -> Path:
+    """Six services that export, then two that import: enough for eight threads at once."""
+    apis, jobs = [f"api-{i}" for i in range(6)], ["job-0", "job-1"]
+    for name in apis:
+        (tmp_path / "services" / name).mkdir(parents=True)
+        (tmp_path / "services" / name / "template.yml").write_text(API.format(name=name, value=name))
+    for name in jobs:
+        (tmp_path / "services" / name).mkdir(parents=True)
+        value = "!ImportValue {Fn::Sub: '${Stage}-api-0'}"
+        (tmp_path / "services" / name / "template.yml").write_text(API.format(name=name, value=value))
+    (tmp_path / "phases.yml").write_text(f"app: eight\nphases: [[{', '.join(apis)}], [{', '.join(jobs)}]]\n")
+    shutil.copy(REPO / "dodo.py", tmp_path / "dodo.py")
+    return tmp_path
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """doit run in this process, as `doit` runs it: its loader sets a SIGTERM handler and imports `dodo`."""
+    handler = signal.getsignal(signal.SIGTERM)
+    monkeypatch.delitem(sys.modules, "dodo", raising=False)
+    yield
+    signal.signal(signal.SIGTERM, handler)
+    sys.modules.pop("dodo", None)
+
+
+@pytest.mark.usefixtures("in_process")
+def test_threads_share_one_client_and_ride_out_throttling(
+    eight: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from doit.cmd_base import DodoTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    with slow_proxy(moto.url, delay=0.2, throttle=1) as proxy:  # every call is refused once at first
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.chdir(eight)
+        status = DoitMain(DodoTaskLoader()).run(["-n", "8", "deploy"])
+    assert status == 0, capsys.readouterr()  # (doit writes to the sys.stdout it found when imported)
+    assert len(creates(proxy)) == 8
+    assert {c.stack for c in proxy.throttled if c.action == "CreateStack"} == {
+        f"{name}-dev" for name in [*(f"api-{i}" for i in range(6)), "job-0", "job-1"]
+    }
+    made = {what: n for (target, what), n in aws.created.items() if target.endpoint == proxy.url}
+    assert made == {"session": 1, "cloudformation": 1}
+
+
+def children(pid: int) -> list[int]:
+    return [
+        int(c)
+        for task in Path(f"/proc/{pid}/task").glob("*")
+        for c in (task / "children").read_text().split()
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from /proc")
+def test_threads_leave_no_worker_behind_a_kill(
+    shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with slow_proxy(moto.url, delay=5.0) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "doit", "-n", "4", "deploy"], cwd=shop, stderr=subprocess.PIPE, text=True
+        )
+        assert run.stderr is not None
+        for line in run.stderr:
+            if line.startswith("slow-api: creating"):
+                break
+        assert children(run.pid) == []  # the deploys run in threads of doit's own process
+        run.kill()
+        run.communicate(timeout=30)
+    assert proxy.writes() == []  # the held creates lost their caller: none reached CloudFormation
+
+
+def test_processes_do_not_share_a_connection(shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forked workers inherit the main process's client, opened for the listing, with its keep-alive
+    connection: each must make its own, or they read each other's answers."""
+    with slow_proxy(moto.url, delay=0.2) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        result = doit(shop, "-n", "4", "-P", "process", "deploy")
+    assert result.returncode == 0, result.stderr
+    assert len(creates(proxy)) == 4

@@ -187,3 +187,9 @@ def test_imports_from_outside_are_checked_first(schedule: Schedule, waits: dict[
     )
     tasks = by_name(list(deploy_tasks(checked)))
     assert {name: tasks[f"deploy:{name}"]["task_dep"] for name in waits} == waits
+
+
+def test_actions_write_their_own_output() -> None:
+    # doit's capture swaps sys.stdout and sys.stderr around each action, which threads would race on
+    tasks = [*deploy_tasks(PLAN), *remove_tasks(PLAN)]
+    assert {str(t.get("io")) for t in tasks if t.get("actions")} == {"{'capture': False}"}
