@@ -318,7 +318,7 @@ PARTS = [
     ("      import boto3/botocore", "boto3/__init__.py", "<module>"),
     ("      import phasedoit.cloudformation (includes boto3)", "phasedoit/cloudformation.py", "<module>"),
     ("      cloudformation.client", "phasedoit/cloudformation.py", "client"),
-    ("      cloudformation.list_stacks", "phasedoit/cloudformation.py", "list_stacks"),
+    ("      cloudformation.read_stacks", "phasedoit/cloudformation.py", "read_stacks"),
     ("    file_hashes (N calls)", "phasedoit/changes.py", "file_hashes"),
     ("    _upstream (N calls, dep_manager.get_values)", "phasedoit/changes.py", "_upstream"),
     ("  doit: get_status (N calls, incl. the checks)", "doit/dependency.py", "get_status"),

@@ -14,7 +14,7 @@ import hashlib
 import os
 import stat
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,26 +225,28 @@ def _changed_files(before: Mapping[str, str], now: Mapping[str, str]) -> list[st
 
 @dataclass(frozen=True)
 class Listing:
-    stacks: dict[str, RemoteStack]
-    exports: dict[str, str]  # every export of the target: name -> value hash
+    stacks: dict[str, RemoteStack]  # the app's stacks that exist
+    exports: dict[str, str]  # their exports: name -> value hash
 
 
-# One listing of the target's stacks per run (doit runs uptodate checks one at a time in its main process).
-_listings: dict[Target, Listing | PhasedoitError] = {}
+# One listing of the app's stacks per run (doit runs uptodate checks one at a time in its main process).
+_listings: dict[tuple[str, Target], Listing | PhasedoitError] = {}
 
 
-def remote_listing(target: Target) -> Listing:
-    if target not in _listings:
+def remote_listing(run: str, target: Target, stacks: Collection[str]) -> Listing:
+    """The app's `stacks` on `target`, read once in the run `run`; a failed read fails every check."""
+    key = (run, target)
+    if key not in _listings:
         from phasedoit import cloudformation
         from phasedoit.actions import resolve_target
 
         try:
-            stacks = cloudformation.list_stacks(cloudformation.client(resolve_target(target)))
-            exports = {name: value for stack in stacks.values() for name, value in stack.exports.items()}
-            _listings[target] = Listing(stacks, exports)
+            found = cloudformation.read_stacks(cloudformation.client(resolve_target(target)), stacks)
+            exports = {name: value for stack in found.values() for name, value in stack.exports.items()}
+            _listings[key] = Listing(found, exports)
         except PhasedoitError as e:
-            _listings[target] = e  # one failed listing a run is enough
-    listing = _listings[target]
+            _listings[key] = e  # one failed listing a run is enough
+    listing = _listings[key]
     if isinstance(listing, PhasedoitError):
         raise listing
     return listing
@@ -253,8 +255,18 @@ def remote_listing(target: Target) -> Listing:
 class UpToDate(UptodateCalculator):  # type: ignore[misc]
     """doit's uptodate check of a deploy task; leaves its `Verdict` in `task.meta` for the action."""
 
-    def __init__(self, plan: ServicePlan, target: Target, run: str, force: bool, on_stack: bool) -> None:
+    def __init__(
+        self,
+        plan: ServicePlan,
+        target: Target,
+        run: str,
+        force: bool,
+        on_stack: bool,
+        *,
+        stacks: Collection[str] = (),
+    ) -> None:
         self.plan, self.target, self.run, self.force, self.on_stack = plan, target, run, force, on_stack
+        self.stacks = stacks or (plan.stack,)  # every stack of the app: they are read together, once
 
     def setup(self, dep_manager: Any, tasks_dict: Any) -> None:
         self.dep_manager = dep_manager
@@ -265,7 +277,7 @@ class UpToDate(UptodateCalculator):  # type: ignore[misc]
             verdict.skipped = self.plan.skip
             return True
         try:
-            listing = remote_listing(self.target)
+            listing = remote_listing(self.run, self.target, self.stacks)
         except PhasedoitError as e:
             # the deploy fails with this error as one line: nothing deploys blind, nothing loses its tag
             verdict.error, verdict.reasons = str(e), [f"cannot list its stack: {e}"]

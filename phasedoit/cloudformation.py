@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,8 @@ NO_UPDATES = "No updates are to be performed."
 STACK_TIMEOUT_ENV, DEFAULT_STACK_TIMEOUT = "PHASEDOIT_STACK_TIMEOUT", 3 * 3600.0
 NOT_CANCELLABLE = "CancelUpdateStack cannot be called from current stack status"
 OWNER_TAGS = (APP_TAG, STAGE_TAG, SERVICE_TAG)
+# How many stacks are described by name at once when that is cheaper than listing the region's stacks.
+POOL = 8
 
 
 @dataclass(frozen=True)
@@ -240,10 +244,7 @@ def _ours(stack: StackTypeDef, owner: Mapping[str, str]) -> bool:
 
 def exports_of(cfn: CloudFormationClient, stacks: list[str]) -> dict[str, str]:
     """The exports of those of `stacks` that exist: export name -> stack name."""
-    wanted = set(stacks)
-    return {
-        export: name for name, stack in list_stacks(cfn).items() if name in wanted for export in stack.exports
-    }
+    return {export: name for name, stack in read_stacks(cfn, stacks).items() for export in stack.exports}
 
 
 def importers(cfn: CloudFormationClient, exports: list[str]) -> dict[str, list[str]]:
@@ -261,19 +262,35 @@ def importers(cfn: CloudFormationClient, exports: list[str]) -> dict[str, list[s
     return found
 
 
-def list_stacks(cfn: CloudFormationClient) -> dict[str, RemoteStack]:
-    """Every stack of the target, from one paginated DescribeStacks listing."""
+def read_stacks(cfn: CloudFormationClient, names: Collection[str]) -> dict[str, RemoteStack]:
+    """The stacks named `names` that exist, in as few round trips as the region allows.
+
+    Listing the region's stacks takes a call per 50 of them, one after the other; describing the app's
+    by name takes a call each, POOL at a time. Which is cheaper shows only while listing: pages are read
+    while they are fewer than the rounds of calls the stacks not yet seen would take by name, then those
+    are described by name. A region with few other stacks costs its pages, one with many costs about two
+    rounds per POOL stacks of the app, never more than twice the cheaper way.
+    """
+    wanted, found = set(names), dict[str, RemoteStack]()
     with _translated():
-        return {
-            stack["StackName"]: RemoteStack(
-                stack["StackStatus"],
-                _tags(stack).get(FINGERPRINT_TAG),
-                {name: value_hash(value) for name, value in _outputs(stack)[1].items()},
-                _tags(stack).get(EXPORTS_TAG),
-            )
-            for page in cfn.get_paginator("describe_stacks").paginate()
-            for stack in page["Stacks"]
-        }
+        page = cfn.describe_stacks()
+        for pages in itertools.count(1):
+            found |= {s["StackName"]: _remote(s) for s in page["Stacks"] if s["StackName"] in wanted}
+            missing = sorted(wanted - found.keys())
+            if "NextToken" not in page or not missing:
+                return found
+            if pages >= -(-len(missing) // POOL):
+                break
+            page = cfn.describe_stacks(NextToken=page["NextToken"])
+        with ThreadPoolExecutor(min(POOL, len(missing))) as pool:
+            described = list(pool.map(lambda name: describe(cfn, name), missing))
+        return found | {stack["StackName"]: _remote(stack) for stack in described if stack is not None}
+
+
+def _remote(stack: StackTypeDef) -> RemoteStack:
+    exports = {name: value_hash(value) for name, value in _outputs(stack)[1].items()}
+    tags = _tags(stack)
+    return RemoteStack(stack["StackStatus"], tags.get(FINGERPRINT_TAG), exports, tags.get(EXPORTS_TAG))
 
 
 def export_definitions(cfn: CloudFormationClient, name: str) -> dict[str, str]:

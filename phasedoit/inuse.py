@@ -8,7 +8,7 @@ by export, and the exports that change or go are looked up with ListImports, all
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from doit.exceptions import TaskFailed
 
@@ -19,22 +19,24 @@ from phasedoit.stack import Target, digest
 Exporter = tuple[str, str, Mapping[str, str]]
 
 
-def check(exporters: list[Exporter], target: Target) -> TaskFailed | None:
-    """The `_check-exports-in-use` action: one line per export a deploy would break, before any write."""
+def check(exporters: list[Exporter], target: Target, run: str, stacks: Collection[str]) -> TaskFailed | None:
+    """The `_check-exports-in-use` action: one line per export a deploy would break, before any write.
+
+    `run`, `stacks`: the run's id and the app's stacks, read once a run (see `changes.remote_listing`)."""
     try:
-        found = problems(exporters, target)
+        found = problems(exporters, target, run, stacks)
     except PhasedoitError as e:
         return TaskFailed(f"deploy: {e}")
     return TaskFailed("\n".join(found)) if found else None
 
 
-def problems(exporters: list[Exporter], target: Target) -> list[str]:
+def problems(exporters: list[Exporter], target: Target, run: str, stacks: Collection[str]) -> list[str]:
     from phasedoit import cloudformation
     from phasedoit.actions import resolve_target
     from phasedoit.changes import remote_listing
 
     where = resolve_target(target)
-    listing = remote_listing(target)
+    listing = remote_listing(run, target, stacks)
     cfn = cloudformation.client(where)
     found: list[str] = []
     for service, stack, exports in exporters:

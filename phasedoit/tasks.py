@@ -40,6 +40,7 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
         "meta": {"schedule": plan.schedule},
     }
     tasks: list[Task] = []
+    stacks = tuple(service.stack for service in plan.services.values())
     for phase in plan.phases:
         for name in phase.services:
             service = plan.services[name]
@@ -49,7 +50,7 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
                     "name": name,
                     "doc": f"deploy {service.stack} ({phase.label})",
                     "actions": [(actions.deploy_service, [service, plan.target, plan.run])],
-                    "uptodate": [_check(plan, name)],
+                    "uptodate": [_check(plan, name, stacks)],
                     "task_dep": _waits_for(plan, phase, name),
                     "io": NO_CAPTURE,
                     "meta": {"phasedoit": _verdict(service, phase, _record(plan))},
@@ -70,7 +71,7 @@ def deploy_tasks(plan: StagePlan, requested: Collection[str] = ()) -> Iterator[T
             {
                 "basename": CHECK_IN_USE,
                 "doc": "check that no deploy removes or changes an export another stack imports",
-                "actions": [(inuse.check, [exporters, plan.target])],
+                "actions": [(inuse.check, [exporters, plan.target, plan.run, stacks])],
                 "uptodate": [False],
                 "io": NO_CAPTURE,
             }
@@ -171,11 +172,11 @@ def _waits_for(plan: StagePlan, phase: Phase, name: str) -> list[str]:
     return [f"deploy-{phase.number - 1}"] if phase.number > 1 else []
 
 
-def _check(plan: StagePlan, name: str) -> UpToDate:
+def _check(plan: StagePlan, name: str, stacks: tuple[str, ...]) -> UpToDate:
     service = plan.services[name]
     forced = bool({name, "all"} & plan.force)
     on_stack = deployers.get(service.deployer).FINGERPRINT_ON_STACK
-    return UpToDate(service, plan.target, plan.run, forced, on_stack)
+    return UpToDate(service, plan.target, plan.run, forced, on_stack, stacks=stacks)
 
 
 def _verdict(service: ServicePlan, phase: Phase, record: Record | None) -> Verdict:

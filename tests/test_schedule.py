@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from phasedoit import aws, graph
+from phasedoit import aws, cloudformation, graph
 from phasedoit.config import Phase, load_config
 from phasedoit.errors import PhasedoitError
 from phasedoit.planning import plan_stage
+from phasedoit.stack import Target
 from phasedoit.templates import Dependencies
 from tests.conftest import REPO, Moto, copy_app, doit
 from tests.latency import Call, Proxy, slow_proxy
@@ -306,3 +307,31 @@ def test_processes_do_not_share_a_connection(shop: Path, moto: Moto, monkeypatch
         result = doit(shop, "-n", "4", "-P", "process", "deploy")
     assert result.returncode == 0, result.stderr
     assert len(creates(proxy)) == 4
+
+
+# ---- reading the app's stacks --------------------------------------------------------------------------
+
+
+def test_the_app_is_read_by_name_in_a_region_of_many_stacks(moto: Moto, credentials: dict[str, str]) -> None:
+    template = '{"Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}'
+    others = [f"other-{i:02d}" for i in range(51)]  # two pages of the listing
+    app = [f"app-{i}" for i in range(9)]
+    for name in others + app:
+        moto.client().create_stack(StackName=name, TemplateBody=template)
+    with slow_proxy(moto.url) as proxy:
+        cfn = aws.client(Target("us-east-1", proxy.url), "cloudformation")
+        # a small app: the first page shows the region is bigger; its stacks are described by name
+        small = cloudformation.read_stacks(cfn, ["app-0", "gone"])
+        assert sorted(small) == ["app-0"]
+        listing, *by_name = proxy.calls
+        assert (listing.action, listing.stack) == ("DescribeStacks", "")
+        assert sorted((c.action, c.stack) for c in by_name) == [
+            ("DescribeStacks", "app-0"),
+            ("DescribeStacks", "gone"),
+        ]
+        proxy.calls.clear()
+        # an app of more than POOL stacks: two pages cost less than two rounds by name
+        big = cloudformation.read_stacks(cfn, app)
+        assert sorted(big) == app
+        assert {status.status for status in big.values()} == {"CREATE_COMPLETE"}
+        assert [(c.action, c.stack) for c in proxy.calls] == [("DescribeStacks", ""), ("DescribeStacks", "")]
