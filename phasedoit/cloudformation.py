@@ -50,17 +50,22 @@ POOL = 8
 
 @dataclass(frozen=True)
 class Waiting:
-    """Polling: an immediate first look (a local endpoint is done at once), then backing off to `most`."""
+    """Polling: an immediate first look (a local endpoint is done at once), then again after `share` of the
+    time waited so far, at least `first`, at most `most`: a stack done in between is seen at most a fifth
+    of its time (or `most`) late, and a phase boundary waits that much, not half of it as when each delay
+    was half as long again as the one before."""
 
     first: float = 0.5
-    most: float = 15.0
+    most: float = 10.0
+    share: float = 0.2
     timeout: float = 3 * 3600.0
 
     def delays(self) -> Iterator[float]:
-        delay = self.first
+        waited = 0.0
         while True:
+            delay = min(max(self.first, waited * self.share), self.most)
             yield delay
-            delay = min(delay * 1.5, self.most)
+            waited += delay
 
 
 def stack_waiting() -> Waiting:
