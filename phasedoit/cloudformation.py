@@ -268,13 +268,13 @@ def importers(cfn: CloudFormationClient, exports: list[str]) -> dict[str, list[s
 
 
 def read_stacks(cfn: CloudFormationClient, names: Collection[str]) -> dict[str, RemoteStack]:
-    """The stacks named `names` that exist, in as few round trips as the region allows.
+    """The stacks named `names` that exist, from the region's listing or by name, whichever is cheaper.
 
-    Listing the region's stacks takes a call per 50 of them, one after the other; describing the app's
-    by name takes a call each, POOL at a time. Which is cheaper shows only while listing: pages are read
-    while they are fewer than the rounds of calls the stacks not yet seen would take by name, then those
-    are described by name. A region with few other stacks costs its pages, one with many costs about two
-    rounds per POOL stacks of the app, never more than twice the cheaper way.
+    The listing takes a call per 50 stacks of the region, one after the other; describing stacks by name
+    takes a call each, POOL at a time. The listing goes on while, at the rate its pages have been showing
+    the stacks wanted, the rest would take no more pages than rounds of calls by name; otherwise the rest
+    are described by name. An app alone in its region costs its pages; beside thousands of other stacks,
+    a page and a round per POOL of its stacks.
     """
     wanted, found = set(names), dict[str, RemoteStack]()
     with _translated():
@@ -284,7 +284,8 @@ def read_stacks(cfn: CloudFormationClient, names: Collection[str]) -> dict[str, 
             missing = sorted(wanted - found.keys())
             if "NextToken" not in page or not missing:
                 return found
-            if pages >= -(-len(missing) // POOL):
+            rounds = -(-len(missing) // POOL)
+            if len(missing) * pages > len(found) * rounds:  # pages still to read, at the rate so far
                 break
             page = cfn.describe_stacks(NextToken=page["NextToken"])
         with ThreadPoolExecutor(min(POOL, len(missing))) as pool:

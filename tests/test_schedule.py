@@ -312,26 +312,25 @@ def test_processes_do_not_share_a_connection(shop: Path, moto: Moto, monkeypatch
 # ---- reading the app's stacks --------------------------------------------------------------------------
 
 
-def test_the_app_is_read_by_name_in_a_region_of_many_stacks(moto: Moto, credentials: dict[str, str]) -> None:
+def test_the_app_is_read_from_the_listing_or_by_name(moto: Moto, credentials: dict[str, str]) -> None:
     template = '{"Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}'
-    others = [f"other-{i:02d}" for i in range(51)]  # two pages of the listing
-    app = [f"app-{i}" for i in range(9)]
-    for name in others + app:
+    app = [f"app-{i:02d}" for i in range(50)]
+    # 90 stacks, two pages of the listing: 30 of the app's, 40 others, then 20 more of the app's
+    for name in app[:30] + [f"other-{i:02d}" for i in range(40)] + app[30:]:
         moto.client().create_stack(StackName=name, TemplateBody=template)
     with slow_proxy(moto.url) as proxy:
         cfn = aws.client(Target("us-east-1", proxy.url), "cloudformation")
-        # a small app: the first page shows the region is bigger; its stacks are described by name
-        small = cloudformation.read_stacks(cfn, ["app-0", "gone"])
-        assert sorted(small) == ["app-0"]
+        # the first page shows 30 of the app's 50 stacks: the other 20 take one more page at that rate
+        every = cloudformation.read_stacks(cfn, app)
+        assert sorted(every) == app
+        assert {stack.status for stack in every.values()} == {"CREATE_COMPLETE"}
+        assert [(c.action, c.stack) for c in proxy.calls] == [("DescribeStacks", ""), ("DescribeStacks", "")]
+        proxy.calls.clear()
+        # the first page shows none of these two: they are described by name
+        assert sorted(cloudformation.read_stacks(cfn, ["app-40", "gone"])) == ["app-40"]
         listing, *by_name = proxy.calls
         assert (listing.action, listing.stack) == ("DescribeStacks", "")
         assert sorted((c.action, c.stack) for c in by_name) == [
-            ("DescribeStacks", "app-0"),
+            ("DescribeStacks", "app-40"),
             ("DescribeStacks", "gone"),
         ]
-        proxy.calls.clear()
-        # an app of more than POOL stacks: two pages cost less than two rounds by name
-        big = cloudformation.read_stacks(cfn, app)
-        assert sorted(big) == app
-        assert {status.status for status in big.values()} == {"CREATE_COMPLETE"}
-        assert [(c.action, c.stack) for c in proxy.calls] == [("DescribeStacks", ""), ("DescribeStacks", "")]
