@@ -3,6 +3,9 @@
 Run from the repository root: `python -m bench.noop_deploy [services]`. Starts its own moto server on a free
 loopback port behind a call-counting proxy, deploys the app once, then times the runs that should find
 nothing to do. Prints Markdown tables: the machine, wall times, CloudFormation calls, the profile.
+
+`python -m bench.noop_deploy region [services] [others]`: the no-op of an app of 30 services alone in its
+region, then with 1,000 other stacks beside it: what a no-op costs should follow the app, not the region.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -445,9 +448,78 @@ def main(count: int) -> None:
     print(f"\nbench total: {total:.0f} s")
 
 
+OTHER = """{"Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+"Outputs": {"Handle": {"Value": {"Ref": "Handle"}}}}"""
+
+
+def region(count: int, others: int) -> None:
+    """The no-op of an app alone in its region, then beside `others` stacks that are not the app's."""
+    import boto3
+
+    started = time.perf_counter()
+    print(machine() + f"\n\nload average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        app = generate(root / "app", count)
+        with moto_server(root / "moto.log") as url, slow_proxy(url) as proxy:
+            run(app, proxy, "-n", "4", "deploy")
+            alone = repeat(f"no-op, the {count} stacks alone", RUNS, app, proxy, "-n", "4", "deploy")
+            # again from nothing, the other stacks first: a listing shows them before the app's
+            urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).close()  # noqa: S310
+            shutil.rmtree(app / ".phasedoit")
+            make: Any = boto3.client  # typed per service name
+            cfn = make("cloudformation", endpoint_url=url, **CLIENT)
+            tags = [{"Key": "team", "Value": "another"}]
+            for i in range(others):
+                cfn.create_stack(StackName=f"other-{i:04d}", TemplateBody=OTHER, Tags=tags)
+            run(app, proxy, "-n", "4", "deploy")
+            label = f"no-op, beside {others} other stacks listed first"
+            beside = repeat(label, RUNS, app, proxy, "-n", "4", "deploy")
+            reads = _reads(make("cloudformation", endpoint_url=proxy.url, **CLIENT), proxy, count)
+    print("| run | median | min | max | runs | CloudFormation calls per run |")
+    print("|---|---:|---:|---:|---:|---|")
+    for timing in (alone, beside):
+        print(timing.row())
+    ratio = statistics.median(r.seconds for r in beside.runs) / statistics.median(
+        r.seconds for r in alone.runs
+    )
+    print(f"\nReading the app's stacks in that region, in one process (median of {RUNS}):\n")
+    print("| read | median | calls |\n|---|---:|---:|")
+    for what, (seconds, calls) in reads.items():
+        print(f"| {what} | {seconds * 1000:.0f} ms | {calls} |")
+    print(f"\nbeside {others} other stacks ÷ alone: {ratio:.2f} (medians; goal ≤ 1.2)")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"bench total: {time.perf_counter() - started:.0f} s")
+
+
+def _reads(cfn: Any, proxy: Proxy, count: int) -> dict[str, tuple[float, int]]:
+    """The time and calls of each way to read the app's stacks: the whole listing, and read_stacks."""
+    from phasedoit import cloudformation
+
+    names = [f"{_name(i)}-dev" for i in range(count)]
+    ways: dict[str, Callable[[], object]] = {
+        "every stack of the region, paginated": lambda: list(cfn.get_paginator("describe_stacks").paginate()),
+        "`cloudformation.read_stacks`": lambda: cloudformation.read_stacks(cfn, names),
+    }
+    found = {}
+    for what, read in ways.items():
+        times = []
+        for _ in range(RUNS):
+            proxy.calls.clear()
+            started = time.perf_counter()
+            read()
+            times.append(time.perf_counter() - started)
+        found[what] = (statistics.median(times), len(proxy.calls))
+    return found
+
+
 def _shown(calls: Counter[str]) -> str:
     return " ".join(f"{action}: {n}" for action, n in sorted(calls.items()))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 300)
+    if sys.argv[1:2] == ["region"]:
+        numbers = [int(a) for a in sys.argv[2:]]
+        region(numbers[0] if numbers else 30, numbers[1] if len(numbers) > 1 else 1000)
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 300)
