@@ -154,17 +154,6 @@ def test_an_importer_does_not_wait_for_an_unrelated_slow_service(
     assert result.stdout.splitlines()[-1].startswith("4 deployed (")
 
 
-def test_phases_wait_for_the_whole_phase_before(
-    shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with slow_proxy(moto.url, delay=0.3, slow={"slow-api-dev": 1.0}) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        result = doit(shop, "-n", "4", "deploy")
-    assert result.returncode == 0, result.stderr
-    done = creates(proxy)
-    assert done["slow-api"].end < min(done["confirmation-job"].start, done["reset-cart-job"].start)
-
-
 def test_a_contradiction_is_refused_in_either_schedule(shop: Path, moto: Moto) -> None:
     (shop / "phases.yml").write_text(
         PHASES.replace("[checkout-api, slow-api]", "[slow-api]") + "  - [checkout-api]\n"
@@ -203,7 +192,6 @@ def test_list_and_plan_say_which_schedule(shop: Path, moto: Moto) -> None:
     assert doit(shop, "plan", "schedule=dependencies").stdout.splitlines()[0] == (
         "4 of 4 services would deploy (schedule: dependencies)"
     )
-    assert doit(shop, "plan").stdout.splitlines()[0] == "4 of 4 services would deploy (schedule: phases)"
     wrong = doit(shop, "list", "schedule=fast")
     assert (wrong.returncode, wrong.stderr) == (
         1,
@@ -228,8 +216,8 @@ Outputs:
 
 @pytest.fixture
 def eight(tmp_path: Path, aws_env: dict[str, str]) -> Path:
-    """Six services that export, then two that import: enough for eight threads at once."""
-    apis, jobs = [f"api-{i}" for i in range(6)], ["job-0", "job-1"]
+    """Eight services that export, then two that import: eight threads at once, then two."""
+    apis, jobs = [f"api-{i}" for i in range(8)], ["job-0", "job-1"]
     for name in apis:
         (tmp_path / "services" / name).mkdir(parents=True)
         (tmp_path / "services" / name / "template.yml").write_text(API.format(name=name, value=name))
@@ -264,9 +252,9 @@ def test_threads_share_one_client_and_ride_out_throttling(
         monkeypatch.chdir(eight)
         status = DoitMain(DodoTaskLoader()).run(["-n", "8", "deploy"])
     assert status == 0, capsys.readouterr()  # (doit writes to the sys.stdout it found when imported)
-    assert len(creates(proxy)) == 8
+    assert len(creates(proxy)) == 10
     assert {c.stack for c in proxy.throttled if c.action == "CreateStack"} == {
-        f"{name}-dev" for name in [*(f"api-{i}" for i in range(6)), "job-0", "job-1"]
+        f"{name}-dev" for name in [*(f"api-{i}" for i in range(8)), "job-0", "job-1"]
     }
     made = {what: n for (target, what), n in aws.created.items() if target.endpoint == proxy.url}
     assert made == {"session": 1, "cloudformation": 1}
