@@ -90,7 +90,7 @@ class Layer:
     calls: list[Call] = field(default_factory=list)
     cloud: CloudFormation = field(init=False)
     faults: list[Fault] = field(default_factory=list)
-    held: dict[str, float] = field(default_factory=dict)
+    held: dict[tuple[str, str | None], float] = field(default_factory=dict)  # (action, stack or any)
     errors: list[str] = field(default_factory=list)
     meeting: Meeting | None = None
     # a write's answer by its ClientRequestToken: CloudFormation does a retried write once, as moto does not
@@ -203,10 +203,13 @@ class Layer:
         with self.lock:
             self.meeting = Meeting(action, frozenset(stacks))
 
-    def latency(self, seconds: float, *actions: str) -> None:
-        """Hold the answers to these actions (every write without any) this long: a slow network."""
+    def latency(self, seconds: float, *actions: str, stack: str | None = None) -> None:
+        """Hold the answers to these actions (every write without any) this long: a slow network.
+
+        With `stack`, only those on that stack, which then ignore the hold given for every stack.
+        """
         for action in actions or SLOW_ACTIONS:
-            self.held[action] = seconds
+            self.held[(action, stack)] = seconds
 
     def settle(self) -> None:
         """Wait until every scripted operation has ended, and apply what ends them."""
@@ -233,8 +236,10 @@ class Layer:
         meeting = self.meeting
         if meeting is not None and action == meeting.action and stack in meeting.stacks:
             meeting.arrive(stack)
-        time.sleep(self.held.get(action, 0.0))
-        if self.held.get(action) and _abandoned(handler.connection):
+        hold = self.held.get((action, stack), self.held.get((action, None), 0.0))
+        time.sleep(hold)
+        if hold and _abandoned(handler.connection):
+            handler.close_connection = True
             return "abandoned"  # the caller is gone (killed mid-call): the request never reaches moto
         token = (action, form.get("ClientRequestToken", ""))
         if token[1] and token in self.done:
@@ -303,11 +308,18 @@ def _abandoned(connection: socket.socket) -> bool:
 
 
 @contextmanager
-def running_layer(upstream: str) -> Iterator[Layer]:
-    """The layer in front of `upstream` (moto's server), on a free loopback port, for the `with` block."""
+def running_layer(upstream: str, *, keep_alive: bool = False) -> Iterator[Layer]:
+    """The layer in front of `upstream` (moto's server), on a free loopback port, for the `with` block.
+
+    `keep_alive`: keep connections open between requests, as CloudFormation's endpoints do (a client's
+    pool then reuses them: what a client shared across a fork would get wrong, and what benches pay).
+    """
     layer = Layer(upstream)
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+        disable_nagle_algorithm = True  # or an answer's body waits 40 ms for the ACK of its headers
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             form = decode(body) if _is_cloudformation(self) else {}
