@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from phasedoit.errors import PhasedoitError
 
 # The variables phasedoit reads, in the order they are listed to the user.
-KNOWN = ("stage", "force", "adopt", "yes")
+KNOWN = ("stage", "force", "adopt", "yes", "schedule")
 
 
 def given() -> dict[str, str]:

@@ -100,7 +100,7 @@ class Case:
 BOMB = "holds more than 1,000,000 values once its aliases are expanded"
 DEEP = "nested deeper than 100 levels"
 REFUSED_TAG = "is not supported (only strings, numbers, booleans, lists and mappings)"
-VARIABLES = "phasedoit knows stage, force, adopt, yes"
+VARIABLES = "phasedoit knows stage, force, adopt, yes, schedule"
 
 CASES = [
     # phases.yml
