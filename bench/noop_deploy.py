@@ -461,9 +461,10 @@ def region(count: int, others: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         app = generate(root / "app", count)
-        with moto_server(root / "moto.log") as url, slow_proxy(url) as proxy:
-            run(app, proxy, "-n", "4", "deploy")
-            alone = repeat(f"no-op, the {count} stacks alone", RUNS, app, proxy, "-n", "4", "deploy")
+        with moto_server(root / "moto.log") as url:
+            with running_layer(url, keep_alive=True) as proxy:
+                run(app, proxy, "-n", "4", "deploy")
+                alone = repeat(f"no-op, the {count} stacks alone", RUNS, app, proxy, "-n", "4", "deploy")
             # again from nothing, the other stacks first: a listing shows them before the app's
             urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).close()  # noqa: S310
             shutil.rmtree(app / ".phasedoit")
@@ -472,10 +473,11 @@ def region(count: int, others: int) -> None:
             tags = [{"Key": "team", "Value": "another"}]
             for i in range(others):
                 cfn.create_stack(StackName=f"other-{i:04d}", TemplateBody=OTHER, Tags=tags)
-            run(app, proxy, "-n", "4", "deploy")
-            label = f"no-op, beside {others} other stacks listed first"
-            beside = repeat(label, RUNS, app, proxy, "-n", "4", "deploy")
-            reads = _reads(make("cloudformation", endpoint_url=proxy.url, **CLIENT), proxy, count)
+            with running_layer(url, keep_alive=True) as proxy:
+                run(app, proxy, "-n", "4", "deploy")
+                label = f"no-op, beside {others} other stacks listed first"
+                beside = repeat(label, RUNS, app, proxy, "-n", "4", "deploy")
+                reads = _reads(make("cloudformation", endpoint_url=proxy.url, **CLIENT), proxy, count)
     print("| run | median | min | max | runs | CloudFormation calls per run |")
     print("|---|---:|---:|---:|---:|---|")
     for timing in (alone, beside):
@@ -492,7 +494,7 @@ def region(count: int, others: int) -> None:
     print(f"bench total: {time.perf_counter() - started:.0f} s")
 
 
-def _reads(cfn: Any, proxy: Proxy, count: int) -> dict[str, tuple[float, int]]:
+def _reads(cfn: Any, proxy: Layer, count: int) -> dict[str, tuple[float, int]]:
     """The time and calls of each way to read the app's stacks: the whole listing, and read_stacks."""
     from phasedoit import cloudformation
 

@@ -2,8 +2,9 @@
 
 Run from the repository root: `python -m bench.schedule [WHAT] [--runs N] [-P process]`, WHAT one of
 uniform, slow, memory, polling or all (the default).
-Starts its own moto server behind the recording proxy of tests/latency.py, which holds every write 1.5 s
-(a stand-in for CloudFormation's latency; moto itself is done at once). Each run deploys a generated app
+Starts its own moto server behind the fault layer of tests/faults.py (keeping connections alive, as AWS
+does), which holds the answer to every write 1.5 s (a stand-in for CloudFormation's latency; moto itself is
+done at once) and serves moto one request at a time. Each run deploys a generated app
 from nothing (moto reset, `.phasedoit/` deleted). Prints Markdown tables.
 
 - uniform: 30 services in 3 layers and 100 in 4 (each service imports from two of the layer before),
@@ -14,7 +15,7 @@ from nothing (moto reset, `.phasedoit/` deleted). Prints Markdown tables.
   each time, at -n 16: phases against dependencies.
 - memory: the peak of the sum of the RSS of doit's processes during `doit -n 32 deploy` of 100 services.
 - polling: CloudFormation's way instead of held writes: each write answered at once, its stack in progress
-  for 1.5 s (the proxy's `pending`), so that a phase boundary costs the polling's lag; 30 services, -n 16.
+  for 1.5 s (the layer's `duration`), so that a phase boundary costs the polling's lag; 30 services.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.noop_deploy import ENVIRONMENT, REPO, machine, moto_server
-from tests.latency import Proxy, slow_proxy
+from tests.faults import Layer, running_layer
 
 HOLD = 1.5  # seconds each write is held
 SLOW = 6.0  # seconds the slow stacks' writes are held
@@ -147,14 +148,41 @@ class Result:
     polls: int  # DescribeStacks calls
 
 
+Script = Callable[[Layer], None]  # what the fault layer does to each run's calls
+
+
+def held(slow: Mapping[str, float] | None = None) -> Script:
+    """Every write's answer held HOLD seconds; the creates of the `slow` services, their own time."""
+
+    def script(layer: Layer) -> None:
+        layer.latency(HOLD)
+        for service, seconds in (slow or {}).items():
+            layer.latency(seconds, "CreateStack", stack=f"{service}-dev")
+
+    return script
+
+
+def in_progress(layer: Layer) -> None:
+    """Every create answered at once, its stack CREATE_IN_PROGRESS for HOLD seconds."""
+    layer.duration(HOLD, "CreateStack")
+
+
 def reset(moto: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{moto}/moto-api/reset", method="POST")).close()  # noqa: S310
 
 
-def deploy(root: Path, app: Layout, moto: str, proxy: Proxy, *, n: int, schedule: str, par: str) -> Result:
+def deploy(root: Path, app: Layout, moto: str, script: Script, *, n: int, schedule: str, par: str) -> Result:
+    """One deploy from nothing through a fresh fault layer; a write ends when its stack is done."""
     reset(moto)
     shutil.rmtree(root / ".phasedoit", ignore_errors=True)
-    proxy.calls.clear()
+    with running_layer(moto, keep_alive=True) as proxy:
+        script(proxy)
+        return _measured(root, app, proxy, n=n, schedule=schedule, par=par, pending=script is in_progress)
+
+
+def _measured(
+    root: Path, app: Layout, proxy: Layer, *, n: int, schedule: str, par: str, pending: bool
+) -> Result:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PHASEDOIT_"))},
         **ENVIRONMENT,
@@ -175,9 +203,11 @@ def deploy(root: Path, app: Layout, moto: str, proxy: Proxy, *, n: int, schedule
     writes = {c.stack.removesuffix("-dev"): c for c in proxy.writes() if c.action == "CreateStack"}
     if sorted(writes) != sorted(app.services):
         raise RuntimeError(f"created {len(writes)} stacks, not {len(app.services)}:\n{out}\n{err[-3000:]}")
-    span = max(c.end for c in writes.values()) - min(c.start for c in writes.values())
+    start = {s: c.start for s, c in writes.items()}
+    end = {s: c.end + (HOLD if pending else 0.0) for s, c in writes.items()}  # its stack done
+    span = max(end.values()) - min(start.values())
     gaps = [
-        min(writes[s].start for s in after) - max(writes[s].end for s in before)
+        min(start[s] for s in after) - max(end[s] for s in before)
         for before, after in zip(app.layers, app.layers[1:], strict=False)
     ]
     polls = sum(c.action == "DescribeStacks" for c in proxy.calls)
@@ -243,7 +273,7 @@ HEADER = (
 )
 
 
-def uniform(root: Path, moto: str, proxy: Proxy, runs: int, par: str) -> None:
+def uniform(root: Path, moto: str, runs: int, par: str) -> None:
     print(f"\n### Uniform: every write held {HOLD} s (`-P {par}`)\n\n{HEADER}")
     for count, layers in ((30, 3), (100, 4)):
         app = layout(count, layers)
@@ -252,7 +282,7 @@ def uniform(root: Path, moto: str, proxy: Proxy, runs: int, par: str) -> None:
         for n in (4, 8, 16):
             for schedule in ("phases", "dependencies"):
                 results = [
-                    deploy(folder, app, moto, proxy, n=n, schedule=schedule, par=par) for _ in range(runs)
+                    deploy(folder, app, moto, held(), n=n, schedule=schedule, par=par) for _ in range(runs)
                 ]
                 label = f"{count} services, {layers} layers, `-n {n}`, {schedule}"
                 print(row(label, results, bound(app, schedule, took, n)), flush=True)
@@ -265,25 +295,23 @@ def slow(root: Path, moto: str, runs: int, par: str) -> None:
     folder = generate(root / "slow", app)
     print(f"\n### One slow stack ({SLOW} s) per phase, in different chains (`-P {par}`)\n\n{HEADER}")
     medians = {}
-    with slow_proxy(moto, delay=HOLD, slow={f"{s}-dev": t for s, t in slow_ones.items()}) as proxy:
-        for schedule in ("phases", "dependencies"):
-            results = [
-                deploy(folder, app, moto, proxy, n=16, schedule=schedule, par=par) for _ in range(runs)
-            ]
-            medians[schedule] = statistics.median(r.wall for r in results)
-            limit = bound(app, schedule, took, 16)
-            print(row(f"30 services, `-n 16`, {schedule}", results, limit), flush=True)
+    for schedule in ("phases", "dependencies"):
+        script = held(slow_ones)
+        results = [deploy(folder, app, moto, script, n=16, schedule=schedule, par=par) for _ in range(runs)]
+        medians[schedule] = statistics.median(r.wall for r in results)
+        limit = bound(app, schedule, took, 16)
+        print(row(f"30 services, `-n 16`, {schedule}", results, limit), flush=True)
     ratio = medians["phases"] / medians["dependencies"]
     print(f"\ndependencies are {ratio:.2f} times as fast as phases (wall, medians)")
 
 
-def memory(root: Path, moto: str, proxy: Proxy, runs: int) -> None:
+def memory(root: Path, moto: str, runs: int) -> None:
     app = layout(100, 4)
     folder = generate(root / "memory", app)
     print(f"\n### Peak memory of `doit -n 32 deploy`, 100 services\n\n{HEADER}")
     took = dict.fromkeys(app.services, HOLD)
     for par in ("thread", "process"):
-        results = [deploy(folder, app, moto, proxy, n=32, schedule="phases", par=par) for _ in range(runs)]
+        results = [deploy(folder, app, moto, held(), n=32, schedule="phases", par=par) for _ in range(runs)]
         print(row(f"`-n 32 -P {par}`", results, bound(app, "phases", took, 32)), flush=True)
 
 
@@ -292,11 +320,12 @@ def polling(root: Path, moto: str, runs: int, par: str) -> None:
     folder = generate(root / "polling", app)
     took = dict.fromkeys(app.services, HOLD)
     print(f"\n### Polling: writes answered at once, stacks in progress {HOLD} s (`-P {par}`)\n\n{HEADER}")
-    with slow_proxy(moto, delay=HOLD, pending=True) as proxy:
-        for n in (4, 16):
-            results = [deploy(folder, app, moto, proxy, n=n, schedule="phases", par=par) for _ in range(runs)]
-            print(row(f"30 services, `-n {n}`, phases", results, bound(app, "phases", took, n)), flush=True)
-            print(f"\nDescribeStacks calls: {statistics.median(r.polls for r in results):.0f} (median)\n")
+    for n in (4, 16):
+        results = [
+            deploy(folder, app, moto, in_progress, n=n, schedule="phases", par=par) for _ in range(runs)
+        ]
+        print(row(f"30 services, `-n {n}`, phases", results, bound(app, "phases", took, n)), flush=True)
+        print(f"\nDescribeStacks calls: {statistics.median(r.polls for r in results):.0f} (median)\n")
 
 
 def main() -> None:
@@ -312,13 +341,13 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        with moto_server(root / "moto.log") as moto, slow_proxy(moto, delay=HOLD) as proxy:
+        with moto_server(root / "moto.log") as moto:
             if args.what in ("uniform", "all"):
-                uniform(root, moto, proxy, args.runs, args.par)
+                uniform(root, moto, args.runs, args.par)
             if args.what in ("slow", "all"):
                 slow(root, moto, args.runs, args.par)
             if args.what in ("memory", "all"):
-                memory(root, moto, proxy, args.runs)
+                memory(root, moto, args.runs)
             if args.what in ("polling", "all"):
                 polling(root, moto, args.runs, args.par)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -1,5 +1,5 @@
 """Scheduling: `schedule: dependencies`, `after:`, threads with one client per target, and reading the app's
-stacks without listing a whole region. Order is asserted from the recording proxy's call times."""
+stacks without listing a whole region. Order is asserted from the fault layer's call times."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from phasedoit.planning import plan_stage
 from phasedoit.stack import Target
 from phasedoit.templates import Dependencies
 from tests.conftest import REPO, Moto, copy_app, doit
-from tests.latency import Call, Proxy, slow_proxy
+from tests.faults import Call, Layer, running_layer
 
 SLOW_API = """Parameters:
   Stage: {Type: String}
@@ -48,8 +49,8 @@ def shop(tmp_path: Path, aws_env: dict[str, str]) -> Path:
     return copy_app(source, tmp_path / "shop")
 
 
-def creates(proxy: Proxy) -> dict[str, Call]:
-    return {c.stack.removesuffix("-dev"): c for c in proxy.writes() if c.action == "CreateStack"}
+def creates(layer: Layer) -> dict[str, Call]:
+    return {c.stack.removesuffix("-dev"): c for c in layer.writes() if c.action == "CreateStack"}
 
 
 # ---- phases.yml ----------------------------------------------------------------------------------------
@@ -135,16 +136,14 @@ def test_after_edges_are_drawn() -> None:
 # ---- deploying -----------------------------------------------------------------------------------------
 
 
-def test_an_importer_does_not_wait_for_an_unrelated_slow_service(
-    shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_importer_does_not_wait_for_an_unrelated_slow_service(shop: Path, layer: Layer) -> None:
     config = shop / "phases.yml"
     config.write_text(PHASES + "services:\n  reset-cart-job: {after: [slow-api]}\n")
-    with slow_proxy(moto.url, delay=0.3, slow={"slow-api-dev": 3.0}) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        result = doit(shop, "-n", "4", "deploy", "schedule=dependencies")
+    layer.latency(0.3)
+    layer.latency(3.0, "CreateStack", stack="slow-api-dev")
+    result = doit(shop, "-n", "4", "deploy", "schedule=dependencies")
     assert result.returncode == 0, result.stderr
-    done = creates(proxy)
+    done = creates(layer)
     assert sorted(done) == ["checkout-api", "confirmation-job", "reset-cart-job", "slow-api"]
     job, api, slow = done["confirmation-job"], done["checkout-api"], done["slow-api"]
     assert api.end < job.start < slow.end  # after its exporter, while the earlier phase still deploys
@@ -171,15 +170,11 @@ def test_a_contradiction_is_refused_in_either_schedule(shop: Path, moto: Moto) -
     assert moto.client().describe_stacks()["Stacks"] == []
 
 
-def test_one_service_deploys_what_it_waits_for_first(
-    shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_service_deploys_what_it_waits_for_first(shop: Path, layer: Layer) -> None:
     (shop / "phases.yml").write_text(PHASES + "schedule: dependencies\n")
-    with slow_proxy(moto.url) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        result = doit(shop, "-n", "4", "deploy:confirmation-job")
+    result = doit(shop, "-n", "4", "deploy:confirmation-job")
     assert result.returncode == 0, result.stderr
-    assert proxy.written() == [("CreateStack", "checkout-api-dev"), ("CreateStack", "confirmation-job-dev")]
+    assert layer.written() == [("CreateStack", "checkout-api-dev"), ("CreateStack", "confirmation-job-dev")]
 
 
 def test_list_and_plan_say_which_schedule(shop: Path, moto: Moto) -> None:
@@ -242,21 +237,23 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.mark.usefixtures("in_process")
 def test_threads_share_one_client_and_ride_out_throttling(
-    eight: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    eight: Path, layer: Layer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from doit.cmd_base import DodoTaskLoader
     from doit.doit_cmd import DoitMain
 
-    with slow_proxy(moto.url, delay=0.2, throttle=1) as proxy:  # every call is refused once at first
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        monkeypatch.chdir(eight)
-        status = DoitMain(DodoTaskLoader()).run(["-n", "8", "deploy"])
+    stacks = [f"{name}-dev" for name in [*(f"api-{i}" for i in range(8)), "job-0", "job-1"]]
+    for stack in stacks:  # each create, and each stack's first look, refused once
+        layer.fault("throttle", action="CreateStack", stack=stack)
+        layer.fault("throttle", action="DescribeStacks", stack=stack)
+    layer.latency(0.2)
+    monkeypatch.chdir(eight)
+    status = DoitMain(DodoTaskLoader()).run(["-n", "8", "deploy"])
     assert status == 0, capsys.readouterr()  # (doit writes to the sys.stdout it found when imported)
-    assert len(creates(proxy)) == 10
-    assert {c.stack for c in proxy.throttled if c.action == "CreateStack"} == {
-        f"{name}-dev" for name in [*(f"api-{i}" for i in range(8)), "job-0", "job-1"]
-    }
-    made = {what: n for (target, what), n in aws.created.items() if target.endpoint == proxy.url}
+    outcomes = layer.outcomes("CreateStack")
+    assert sorted(stack for _, stack, outcome in outcomes if outcome == "ok") == stacks
+    assert sorted(stack for _, stack, outcome in outcomes if outcome == "Throttling: Rate exceeded") == stacks
+    made = {what: n for (target, what), n in aws.created.items() if target.endpoint == layer.url}
     assert made == {"session": 1, "cloudformation": 1}
 
 
@@ -269,32 +266,44 @@ def children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from /proc")
-def test_threads_leave_no_worker_behind_a_kill(
-    shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch
+def test_threads_leave_no_worker_behind_a_kill(shop: Path, layer: Layer, moto: Moto) -> None:
+    creates = ("checkout-api-dev", "slow-api-dev")
+    layer.together("CreateStack", *creates)  # both in flight, then held
+    layer.latency(3.0)
+    run = subprocess.Popen([sys.executable, "-m", "doit", "-n", "4", "deploy"], cwd=shop, text=True)
+    deadline = time.monotonic() + 60
+    while layer.meeting is not None and layer.meeting.arrived != set(creates):
+        assert time.monotonic() < deadline
+        assert run.poll() is None
+        time.sleep(0.05)
+    assert children(run.pid) == []  # the deploys run in threads of doit's own process
+    run.kill()
+    run.wait(timeout=30)
+    while len(layer.writes()) < 2:  # the held creates, let go
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # they lost their caller with doit: none reached CloudFormation
+    assert sorted(layer.outcomes("CreateStack")) == [("CreateStack", stack, "abandoned") for stack in creates]
+    assert moto.client().describe_stacks()["Stacks"] == []
+
+
+def test_processes_do_not_share_a_connection(
+    tmp_path: Path, moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with slow_proxy(moto.url, delay=5.0) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        run = subprocess.Popen(
-            [sys.executable, "-m", "doit", "-n", "4", "deploy"], cwd=shop, stderr=subprocess.PIPE, text=True
-        )
-        assert run.stderr is not None
-        for line in run.stderr:
-            if line.startswith("slow-api: creating"):
-                break
-        assert children(run.pid) == []  # the deploys run in threads of doit's own process
-        run.kill()
-        run.communicate(timeout=30)
-    assert proxy.writes() == []  # the held creates lost their caller: none reached CloudFormation
-
-
-def test_processes_do_not_share_a_connection(shop: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forked workers inherit the main process's client, opened for the listing, with its keep-alive
-    connection: each must make its own, or they read each other's answers."""
-    with slow_proxy(moto.url, delay=0.2) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        result = doit(shop, "-n", "4", "-P", "process", "deploy")
+    """doit's main process checks the first tasks (reading the stacks, a connection left open) before it
+    forks their workers: each worker must make its own client, or they read each other's answers."""
+    services = ["a-api", "b-api", "c-api"]  # no exports: no check task runs first, in a worker
+    for name in services:
+        (tmp_path / "services" / name).mkdir(parents=True)
+        (tmp_path / "services" / name / "template.yml").write_text(SLOW_API.replace("slow-api", name))
+    (tmp_path / "phases.yml").write_text(f"app: plain\nphases: [[{', '.join(services)}]]\n")
+    app = copy_app(tmp_path, tmp_path / "plain")
+    with running_layer(moto.url, keep_alive=True) as layer:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", layer.url)
+        layer.latency(0.2)
+        result = doit(app, "-n", "4", "-P", "process", "deploy")
     assert result.returncode == 0, result.stderr
-    assert len(creates(proxy)) == 4
+    assert sorted(layer.outcomes("CreateStack")) == [("CreateStack", f"{s}-dev", "ok") for s in services]
 
 
 # ---- reading the app's stacks --------------------------------------------------------------------------
@@ -306,7 +315,7 @@ def test_the_app_is_read_from_the_listing_or_by_name(moto: Moto, credentials: di
     # 90 stacks, two pages of the listing: 30 of the app's, 40 others, then 20 more of the app's
     for name in app[:30] + [f"other-{i:02d}" for i in range(40)] + app[30:]:
         moto.client().create_stack(StackName=name, TemplateBody=template)
-    with slow_proxy(moto.url) as proxy:
+    with running_layer(moto.url) as proxy:
         cfn = aws.client(Target("us-east-1", proxy.url), "cloudformation")
         # the first page shows 30 of the app's 50 stacks: the other 20 take one more page at that rate
         every = cloudformation.read_stacks(cfn, app)
