@@ -228,7 +228,7 @@ def test_harbor_list_and_plan_name_a_conditional_upstream(tmp_path: Path, layer:
     planned = doit(app, "plan", env=env)
     assert (planned.returncode, planned.stderr) == (0, "")
     assert planned.stdout.splitlines() == [
-        "3 of 5 services would deploy",
+        "3 of 5 services would deploy (schedule: phases)",
         "phase 1",
         "  zone                   deploys: changed files: template.json",
         "  alert                  deploys: changed files: template.yml",

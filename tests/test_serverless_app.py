@@ -402,7 +402,7 @@ def test_serverless_services_are_skipped_on_the_local_endpoint(
             " the local endpoint creates the stack without it"
         )
         assert plan.stdout.splitlines() == [
-            "2 of 4 services would deploy",
+            "2 of 4 services would deploy (schedule: phases)",
             "phase 1",
             "  api                    deploys: never deployed",
             "  other                  deploys: never deployed",
