@@ -19,7 +19,7 @@ from phasedoit.errors import PhasedoitError
 from phasedoit.planning import plan_stage
 from phasedoit.stack import Target
 from phasedoit.templates import Dependencies
-from tests.conftest import REPO, Moto, copy_app, doit
+from tests.conftest import REPO, Moto, copy_app, doit, sample_app
 from tests.faults import Call, Layer, running_layer
 
 SLOW_API = """Parameters:
@@ -41,8 +41,7 @@ phases:
 
 @pytest.fixture
 def shop(tmp_path: Path, aws_env: dict[str, str]) -> Path:
-    source = tmp_path / "source"
-    shutil.copytree(REPO / "services", source / "services")
+    source = sample_app(tmp_path / "source")  # without its Serverless service: no Node.js needed
     (source / "services" / "slow-api").mkdir()
     (source / "services" / "slow-api" / "template.yml").write_text(SLOW_API)
     (source / "phases.yml").write_text(PHASES)
@@ -309,6 +308,14 @@ def test_processes_do_not_share_a_connection(
 # ---- reading the app's stacks --------------------------------------------------------------------------
 
 
+def recorded(layer: Layer, count: int) -> list[Call]:
+    """The layer's calls once `count` are recorded: it records a call just after answering it."""
+    deadline = time.monotonic() + 10
+    while len(layer.calls) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(layer.calls)
+
+
 def test_the_app_is_read_from_the_listing_or_by_name(moto: Moto, credentials: dict[str, str]) -> None:
     template = '{"Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}'
     app = [f"app-{i:02d}" for i in range(50)]
@@ -321,11 +328,11 @@ def test_the_app_is_read_from_the_listing_or_by_name(moto: Moto, credentials: di
         every = cloudformation.read_stacks(cfn, app)
         assert sorted(every) == app
         assert {stack.status for stack in every.values()} == {"CREATE_COMPLETE"}
-        assert [(c.action, c.stack) for c in proxy.calls] == [("DescribeStacks", ""), ("DescribeStacks", "")]
+        assert [(c.action, c.stack) for c in recorded(proxy, 2)] == [("DescribeStacks", "")] * 2
         proxy.calls.clear()
         # the first page shows none of these two: they are described by name
         assert sorted(cloudformation.read_stacks(cfn, ["app-40", "gone"])) == ["app-40"]
-        listing, *by_name = proxy.calls
+        listing, *by_name = recorded(proxy, 3)
         assert (listing.action, listing.stack) == ("DescribeStacks", "")
         assert sorted((c.action, c.stack) for c in by_name) == [
             ("DescribeStacks", "app-40"),
