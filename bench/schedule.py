@@ -241,8 +241,8 @@ def _tree(pid: int) -> list[int]:
     while queue:
         current = queue.pop()
         found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # a process or thread gone while it is read
+            for task in Path(f"/proc/{current}/task").glob("*"):
                 queue += [int(child) for child in (task / "children").read_text().split()]
     return found
 
