@@ -229,7 +229,9 @@ class Listing:
     exports: dict[str, str]  # their exports: name -> value hash
 
 
-# One listing of the app's stacks per run (doit runs uptodate checks one at a time in its main process).
+# One read of the app's stacks per run: the uptodate checks (one at a time, in doit's main process) and the
+# export-in-use check (an action, which runs before any of them) share it; with `-P process` that action's
+# worker reads again.
 _listings: dict[tuple[str, Target], Listing | PhasedoitError] = {}
 
 

@@ -24,8 +24,9 @@ CHECK_IN_USE = "_check-exports-in-use"
 CONFIRM_REMOVAL = "_confirm-remove"
 CHECK_REMOVAL = "_check-remove"
 SCHEDULED = {"phases": "phase by phase", "dependencies": "each service after its upstreams"}
-# Actions write their progress to stderr themselves. doit's capture swaps the global sys.stdout and
-# sys.stderr around each action: with `-P thread`, concurrent actions would restore each other's swaps.
+# Actions say what they do through the run's record (or on stderr) themselves. doit's capture swaps the
+# global sys.stdout and sys.stderr around each action: with `-P thread`, concurrent actions would restore
+# each other's swaps; without it, each swap puts back the stream already in place.
 NO_CAPTURE = {"capture": False}
 
 
