@@ -13,6 +13,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
+import phasedoit.workers  # noqa: F401 (for its hooks: a `-P process` worker, which runs these, ends with doit)
 from phasedoit import deployers
 from phasedoit.errors import PhasedoitError
 from phasedoit.planning import ServicePlan

@@ -286,6 +286,40 @@ def test_threads_leave_no_worker_behind_a_kill(shop: Path, layer: Layer, moto: M
     assert moto.client().describe_stacks()["Stacks"] == []
 
 
+def alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie, dead but not yet reaped by whoever adopted it, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from /proc")
+def test_process_workers_end_with_a_killed_doit(shop: Path, layer: Layer, moto: Moto) -> None:
+    creates = ("checkout-api-dev", "slow-api-dev")
+    layer.together("CreateStack", *creates)  # both in flight, then held past the kill
+    layer.latency(5.0)
+    argv = [sys.executable, "-m", "doit", "-n", "4", "-P", "process", "deploy"]
+    run = subprocess.Popen(argv, cwd=shop, text=True)
+    deadline = time.monotonic() + 60
+    while layer.meeting is not None and layer.meeting.arrived != set(creates):
+        assert time.monotonic() < deadline
+        assert run.poll() is None
+        time.sleep(0.05)
+    workers = children(run.pid)
+    assert len(workers) >= 2  # one per create under way, each waiting on its answer
+    run.kill()
+    run.wait(timeout=30)
+    # Without a watch on their parent they would wait on the held creates, then on doit's job queue for good.
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, [pid for pid in workers if alive(pid)]
+        time.sleep(0.05)
+    while len(layer.writes()) < 2:  # the held creates, let go
+        time.sleep(0.05)
+    assert sorted(layer.outcomes("CreateStack")) == [("CreateStack", stack, "abandoned") for stack in creates]
+
+
 def test_processes_do_not_share_a_connection(
     tmp_path: Path, moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
