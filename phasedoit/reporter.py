@@ -75,10 +75,12 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]
             return
         verdicts: list[Verdict] = [task.meta["phasedoit"] for task in services]
         verb = services[0].name.split(":")[0]
-        first = _first_event(verb, verdicts)
-        if isinstance(self.view, Plain) and verb == "deploy" and "deploy" in tasks:
+        deploy = tasks.get("deploy") if verb == "deploy" else None
+        schedule = str((deploy.meta or {}).get("schedule", "")) if deploy is not None else ""
+        first = _first_event(verb, verdicts, schedule)
+        if isinstance(self.view, Plain) and schedule:
             # with `schedule: dependencies` phases interleave: no headers, each line names its service
-            self.view.phased = (tasks["deploy"].meta or {}).get("schedule") != "dependencies"
+            self.view.phased = schedule != "dependencies"
         self.state = RunState()
         self.record = next((v.record for v in verdicts if v.record), None)
         if self.record:
@@ -234,17 +236,19 @@ def run_services(tasks: Mapping[str, Any], selected: list[str] | None) -> list[A
     return [task for name, task in tasks.items() if name in seen and _verdict(task)]
 
 
-def _first_event(verb: str, verdicts: list[Verdict]) -> Event:
+def _first_event(verb: str, verdicts: list[Verdict], schedule: str = "") -> Event:
     record = next((v.record for v in verdicts if v.record), None)
     phases: dict[str, list[dict[str, Any]]] = {}
     for v in verdicts:
-        phases.setdefault(v.phase, []).append({"service": v.service, "upstreams": list(v.upstreams)})
+        service = {"service": v.service, "upstreams": list(v.upstreams), "after": list(v.after)}
+        phases.setdefault(v.phase, []).append(service)
     return {
         "event": "run",
         "app": record.app if record else "",
         "stage": record.stage if record else "",
         "run": record.run if record else "",
         "verb": verb,
+        "schedule": schedule,
         "phases": [{"label": label, "services": services} for label, services in phases.items()],
     }
 

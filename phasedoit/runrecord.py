@@ -14,7 +14,8 @@ prints its lines on stderr instead. `phasedoit timeline` reads a record afterwar
 The last KEEP runs of each stage are kept.
 
 Every event has `t` (seconds since the epoch) and `event`; the others have `service` and:
-    run          app, stage, run, verb (deploy, remove), phases: [{label, services: [{service, upstreams}]}]
+    run          app, stage, run, verb (deploy, remove), schedule (a deploy's: phases, dependencies),
+                 phases: [{label, services: [{service, upstreams, after}]}]
     started      phase, verb, reasons
     message      text: a line its deployer said
     resource     logical_id, type, status, reason, timestamp: a CloudFormation stack event

@@ -39,6 +39,7 @@ class ServiceState:
     name: str
     phase: str
     upstreams: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()  # what phases.yml's `after:` deploys it after
     state: str = "waiting"  # waiting, packaging, deploying, removing, or a final state of SUMMARY
     reasons: list[str] = field(default_factory=list)  # why it deploys
     started: float | None = None
@@ -68,6 +69,7 @@ class RunState:
     stage: str = ""
     run: str = ""
     verb: str = "deploy"
+    schedule: str = ""  # a deploy's: phases or dependencies (empty in a record made before it was kept)
     started: float = 0.0
     ended: float | None = None
     phases: list[tuple[str, list[str]]] = field(default_factory=list)  # (label, services), in order
@@ -88,12 +90,13 @@ class RunState:
     def _begin(self, event: Event) -> None:
         self.app, self.stage, self.run = event["app"], event["stage"], event["run"]
         self.verb, self.started = event["verb"], event["t"]
+        self.schedule = event.get("schedule", "")
         for phase in event["phases"]:
             names = [s["service"] for s in phase["services"]]
             self.phases.append((phase["label"], names))
             for s in phase["services"]:
                 self.services[s["service"]] = ServiceState(
-                    s["service"], phase["label"], tuple(s["upstreams"])
+                    s["service"], phase["label"], tuple(s["upstreams"]), tuple(s.get("after", ()))
                 )
 
     def _service(self, event: Event) -> ServiceState:

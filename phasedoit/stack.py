@@ -109,6 +109,7 @@ class Verdict:
     error: str | None = None  # the check could not run (the listing failed): the deploy reports it
     skipped: str | None = None  # why it is not deployed to this target at all
     conditional: tuple[str, ...] = ()  # the upstreams it imports from only under conditions unknown yet
+    after: tuple[str, ...] = ()  # the services phases.yml's `after:` deploys it after, beyond its upstreams
     notes: tuple[str, ...] = ()  # what rendering decided that the user did not write, for `doit plan`
     record: Record | None = None  # the run's record, where its action appends its events
 

@@ -187,6 +187,7 @@ def _verdict(service: ServicePlan, phase: Phase, record: Record | None) -> Verdi
         phase.label,
         service.upstreams,
         conditional=conditional,
+        after=service.after,
         notes=service.notes,
         record=record,
     )
@@ -199,6 +200,7 @@ def _notes(plan: StagePlan) -> dict[str, str]:
     notes = {}
     for name, service in plan.services.items():
         upstreams = graph.labels(service.upstreams, service.conditional_upstreams)
+        upstreams += [name for name in service.after if name not in service.upstreams]
         after = f"after {', '.join(upstreams)}" if upstreams else ""
         notes[name] = "; ".join(filter(None, [after, "skipped: " + service.skip if service.skip else ""]))
     return notes

@@ -39,17 +39,24 @@ EPSILON = 0.05  # seconds: a service that ended this close before another starte
 
 
 def critical_path(state: RunState) -> list[str]:
-    """The chain of services that set the run's length: the last to end, then, again and again, the service
-    of an earlier phase that ended last before it started (what it waited for)."""
+    """The chain of services that set the run's length: the last to end, then, again and again, of what it
+    waited for, the service that ended last before it started. What a service waits for is its schedule's:
+    every service of the phases before its own, or (`schedule: dependencies`) its upstreams and `after:`."""
     phase = {name: i for i, (_, names) in enumerate(state.phases) for name in names}
     bars = [s for s in state.services.values() if _bar(s)]
     if not bars:
         return []
+
+    def waited_for(service: ServiceState, here: ServiceState) -> bool:
+        if state.schedule == "dependencies":
+            return service.name in here.upstreams or service.name in here.after
+        return phase[service.name] < phase[here.name]
+
     path = [max(bars, key=_end)]
     while True:
         here = path[-1]
         assert here.started is not None
-        held = [s for s in bars if phase[s.name] < phase[here.name] and _end(s) <= here.started + EPSILON]
+        held = [s for s in bars if waited_for(s, here) and _end(s) <= here.started + EPSILON]
         if not held:
             return [s.name for s in reversed(path)]
         path.append(max(held, key=_end))
@@ -107,7 +114,8 @@ def to_svg(state: RunState, titles: bool = True) -> str:
 
 def _title(state: RunState) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.started))
-    return f"{state.app} · {state.stage} · {state.verb} · {when} · run {state.run[:8]}"
+    schedule = f" · schedule: {state.schedule}" if state.schedule else ""
+    return f"{state.app} · {state.stage} · {state.verb}{schedule} · {when} · run {state.run[:8]}"
 
 
 def totals(state: RunState, critical: list[str]) -> str:

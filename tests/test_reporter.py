@@ -320,15 +320,19 @@ def test_the_record_of_a_failed_deploy_with_continue(tmp_path: Path, layer: Laye
         "stage": "dev",
         "run": "",
         "verb": "deploy",
+        "schedule": "phases",
         "phases": [
             {
                 "label": "phase 1 'api'",
                 "services": [
-                    {"service": "checkout-api", "upstreams": []},
-                    {"service": "confirmation-job", "upstreams": []},
+                    {"service": "checkout-api", "upstreams": [], "after": []},
+                    {"service": "confirmation-job", "upstreams": [], "after": []},
                 ],
             },
-            {"label": "phase 2", "services": [{"service": "reset-cart-job", "upstreams": ["checkout-api"]}]},
+            {
+                "label": "phase 2",
+                "services": [{"service": "reset-cart-job", "upstreams": ["checkout-api"], "after": []}],
+            },
         ],
     }
     by_service = {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from phasedoit import aws, cloudformation, graph
+from phasedoit import aws, cloudformation, graph, timeline
 from phasedoit.config import Phase, load_config
 from phasedoit.errors import PhasedoitError
 from phasedoit.planning import plan_stage
@@ -21,6 +21,7 @@ from phasedoit.stack import Target
 from phasedoit.templates import Dependencies
 from tests.conftest import REPO, Moto, copy_app, doit, sample_app
 from tests.faults import Call, Layer, running_layer
+from tests.sample import last_state
 
 SLOW_API = """Parameters:
   Stage: {Type: String}
@@ -150,6 +151,14 @@ def test_an_importer_does_not_wait_for_an_unrelated_slow_service(shop: Path, lay
     # no phase headers: the phases interleave, and each line names its service
     assert not [line for line in result.stdout.splitlines() if line.startswith("phase ")]
     assert result.stdout.splitlines()[-1].startswith("4 deployed (")
+    # the run's record says which schedule ran, and its timeline's critical path follows it
+    state = last_state(shop)
+    assert (state.schedule, timeline.critical_path(state)) == ("dependencies", ["slow-api", "reset-cart-job"])
+    listed = doit(shop, "list", "schedule=dependencies").stdout.splitlines()
+    assert listed[2] == (
+        "deploy-2   deploy phase 2 'jobs': confirmation-job (after checkout-api),"
+        " reset-cart-job (after checkout-api, slow-api)"
+    )
 
 
 def test_a_contradiction_is_refused_in_either_schedule(shop: Path, moto: Moto) -> None:

@@ -73,6 +73,45 @@ def test_the_critical_path_is_what_the_run_waited_for() -> None:
     )
 
 
+def test_under_dependencies_a_service_waited_for_its_upstreams_and_after_only() -> None:
+    def service(name: str, upstreams: tuple[str, ...] = (), after: tuple[str, ...] = ()) -> dict[str, object]:
+        return {"service": name, "upstreams": list(upstreams), "after": list(after)}
+
+    def bar(name: str, start: float, end: float) -> list[Event]:
+        return [
+            e(start, "started", name, verb="deploy", reasons=["never deployed"]),
+            e(end, "finished", name, action="created", stack=f"{name}-dev", seconds=end - start),
+        ]
+
+    phases = [
+        {"label": "phase 1", "services": [service("cdn-api"), service("users-api"), service("auth-api")]},
+        {
+            "label": "phase 2",
+            "services": [service("posts-api", ("users-api",)), service("mail-job", after=("auth-api",))],
+        },
+    ]
+    head = e(0, "run", app="shop", stage="dev", run="5c4ed01e0123", verb="deploy", phases=phases)
+    events = [
+        *bar("cdn-api", 1, 20),  # the slow one: nothing waits for it
+        *bar("users-api", 1, 5.1),
+        *bar("auth-api", 1, 5),
+        *bar("posts-api", 5.1, 9),
+        *bar("mail-job", 5.2, 12),  # it waited for auth-api, though users-api ended later
+        e(20.1, "end", seconds=20.1),
+    ]
+    dependencies = fold([{**head, "schedule": "dependencies"}, *events])
+    assert timeline.critical_path(dependencies) == ["cdn-api"]  # it ended last, having waited for nothing
+    without_cdn = fold([{**head, "schedule": "dependencies"}, *events[2:]])
+    assert timeline.critical_path(without_cdn) == ["auth-api", "mail-job"]  # by after:, not users-api
+    # the same bars under phases: mail-job waited for the whole of phase 1, which users-api ended
+    assert timeline.critical_path(fold([{**head, "schedule": "phases"}, *events[2:]])) == [
+        "users-api",
+        "mail-job",
+    ]
+    title = parsed(timeline.to_svg(dependencies)).findtext(f"{SVG}title")
+    assert title == "shop · dev · deploy · schedule: dependencies · 2023-11-14 22:13:20 UTC · run 5c4ed01e"
+
+
 def test_the_svg_shows_every_service_its_outcome_and_the_phases() -> None:
     root = parsed(timeline.to_svg(fold(RUN)))
     assert root.tag == f"{SVG}svg"
