@@ -47,8 +47,12 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
         if "plan" in _task_names(sys.argv[1:]):  # said where it is read before deploying, not at every run
             for warning in unmodelled(plan):
                 print(f"warning: {warning}", file=sys.stderr)
-    # doit saves its state at the end of a run, and on Ctrl-C but not on SIGTERM: make them alike
+    # doit saves its state at the end of a run, and on Ctrl-C but not on SIGTERM: make them alike, and end
+    # both without a traceback (the summary says what was interrupted); an ignored SIGINT (`doit … &` in a
+    # script) stays ignored
     signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
     return {
         "DOIT_CONFIG": {
             "default_tasks": ["deploy"],
@@ -99,4 +103,7 @@ def _creator(make: Callable[[StagePlan], Iterator[Task]], plan: StagePlan) -> Ca
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    # not KeyboardInterrupt, which doit lets out with its traceback: SystemExit ends the run as quietly,
+    # through the same `finally`s (doit's state saved, the summary printed), with the status a shell gives
+    # a process that the signal ended
+    raise SystemExit(128 + signum)

@@ -235,11 +235,13 @@ def eight(tmp_path: Path, aws_env: dict[str, str]) -> Path:
 
 @pytest.fixture
 def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """doit run in this process, as `doit` runs it: its loader sets a SIGTERM handler and imports `dodo`."""
-    handler = signal.getsignal(signal.SIGTERM)
+    """doit run in this process, as `doit` runs it: its loader sets SIGTERM and SIGINT handlers and imports
+    `dodo`."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     monkeypatch.delitem(sys.modules, "dodo", raising=False)
     yield
-    signal.signal(signal.SIGTERM, handler)
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
     sys.modules.pop("dodo", None)
 
 
