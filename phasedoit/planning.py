@@ -109,8 +109,9 @@ def plan_stage(
     warnings = [w for r in rendered.values() for w in r.dependencies.warnings]
     for warning in dict.fromkeys(warnings + graph.unchecked_imports(edges, known)):
         print(f"warning: {warning}", file=sys.stderr)
-    phases = app.phases or tuple(graph.as_phases(graph.computed_phases(edges)))
-    problems = graph.validate(edges, phases)
+    cycles = graph.find_cycles(edges)  # phases.yml's to mend (an import or `after:`), listed phases or not
+    phases = app.phases or (() if cycles else tuple(graph.as_phases(graph.computed_phases(edges))))
+    problems = cycles or graph.check_phases(edges, phases)
     if problems:
         raise PhasedoitError("\n".join(f"{CONFIG_NAME}: phases: {problem}" for problem in problems))
     _check_stack_names(rendered)

@@ -99,6 +99,14 @@ def test_settings_of_the_schedule_are_checked(shop: Path, settings: str, message
     assert error_of(shop, PHASES + settings) == message
 
 
+def test_a_cycle_through_after_names_phases_yml_when_phases_are_computed(shop: Path) -> None:
+    assert error_of(shop, "app: shop\nservices:\n  checkout-api: {after: [reset-cart-job]}\n") == (
+        "phases.yml: phases: dependency cycle: checkout-api -> reset-cart-job -> checkout-api"
+        " (checkout-api deploys after reset-cart-job by services.checkout-api.after,"
+        " reset-cart-job imports dev-PurchasedTopicArn from checkout-api)"
+    )
+
+
 def test_the_command_line_beats_phases_yml(shop: Path) -> None:
     (shop / "phases.yml").write_text(PHASES + "schedule: dependencies\n")
     app = load_config(shop / "phases.yml")
