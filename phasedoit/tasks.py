@@ -200,7 +200,7 @@ def _notes(plan: StagePlan) -> dict[str, str]:
     notes = {}
     for name, service in plan.services.items():
         upstreams = graph.labels(service.upstreams, service.conditional_upstreams)
-        upstreams += [name for name in service.after if name not in service.upstreams]
+        upstreams += [other for other in dict.fromkeys(service.after) if other not in service.upstreams]
         after = f"after {', '.join(upstreams)}" if upstreams else ""
         notes[name] = "; ".join(filter(None, [after, "skipped: " + service.skip if service.skip else ""]))
     return notes

@@ -165,6 +165,16 @@ def test_dependencies_wait_for_upstreams_and_after() -> None:
     assert by_name(list(deploy_tasks(PLAN)))["deploy"]["meta"] == {"schedule": "phases"}
 
 
+def test_list_names_an_after_once() -> None:
+    """`after: [a, a]` is accepted (it waits for a once): `doit list` names it once too."""
+    services = dict(PLAN.services)
+    services["audit-job"] = replace(
+        services["audit-job"], upstreams=("orders-api",), after=("billing-job", "orders-api", "billing-job")
+    )
+    tasks = by_name(list(deploy_tasks(replace(PLAN, services=services))))
+    assert tasks["deploy-3"]["doc"] == "deploy phase 3 'last': audit-job (after orders-api, billing-job)"
+
+
 @pytest.mark.parametrize(
     ("schedule", "waits"),
     [
