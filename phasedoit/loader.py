@@ -25,6 +25,7 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
     root = Path(dodo_file).resolve().parent
     try:
         variables.check(variables.given(), variables.KNOWN)
+        _check_workers(sys.argv[1:])
         app = load_config(root / CONFIG_NAME)
         plan = plan_stage(
             app,
@@ -87,6 +88,23 @@ def unmodelled(plan: StagePlan) -> list[str]:
         for kind in service.resource_types
         if kind in skipped and not kind.startswith("AWS::Serverless::")  # expanded by the local endpoint
     ]
+
+
+def _check_workers(argv: list[str]) -> None:
+    """doit takes a negative `-n` and then runs nothing at all, with status 0: refuse it."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return
+        if arg in ("-n", "--process") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--process="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-n") and arg[2:].lstrip("-").isdigit():
+            value = arg[2:]
+        else:
+            continue
+        if value.lstrip("-").isdigit() and int(value) < 0:
+            raise PhasedoitError(f"-n {value}: the number of parallel deploys is 0 (one at a time) or more")
 
 
 def _task_names(argv: list[str]) -> set[str]:

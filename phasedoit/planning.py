@@ -218,7 +218,7 @@ def select_schedule(schedule: str) -> Schedule:
         if schedule == known:
             return known
     expected = " or ".join(map(repr, SCHEDULES))
-    raise PhasedoitError(f"schedule: expected {expected}, got {schedule!r}")
+    raise PhasedoitError(f"schedule={schedule}: expected {expected}")
 
 
 def select_stage(app: App, stage: str) -> str:

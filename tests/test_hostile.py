@@ -253,6 +253,20 @@ def test_refused_by_doit(tmp_path: Path, moto: Moto, credentials: dict[str, str]
     assert proxy.calls == []
 
 
+@pytest.mark.parametrize("workers", [("-n", "-1"), ("--process=-4",)])
+def test_a_negative_number_of_workers(
+    tmp_path: Path, moto: Moto, credentials: dict[str, str], workers: tuple[str, ...]
+) -> None:
+    """doit itself would run nothing, then exit 0 as if all were deployed."""
+    app = make_app(tmp_path / "app", {})
+    with running_layer(moto.url) as proxy:
+        result = doit(app, *workers, "deploy", env={**os.environ, "AWS_ENDPOINT_URL": proxy.url})
+    value = workers[-1].removeprefix("--process=")
+    message = f"-n {value}: the number of parallel deploys is 0 (one at a time) or more\n"
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
+    assert proxy.calls == []
+
+
 def odd_files(lib: Path) -> None:
     """What an editor, a dev server or a test run leaves in a folder."""
     lib.mkdir(parents=True)
