@@ -318,7 +318,7 @@ def alive(pid: int) -> bool:
 def test_process_workers_end_with_a_killed_doit(shop: Path, layer: Layer, moto: Moto) -> None:
     creates = ("checkout-api-dev", "slow-api-dev")
     layer.together("CreateStack", *creates)  # both in flight, then held past the kill
-    layer.latency(5.0)
+    layer.latency(3.0)
     argv = [sys.executable, "-m", "doit", "-n", "4", "-P", "process", "deploy"]
     run = subprocess.Popen(argv, cwd=shop, text=True)
     deadline = time.monotonic() + 60
