@@ -337,6 +337,14 @@ def running_layer(upstream: str, *, keep_alive: bool = False) -> Iterator[Layer]
 
         def _pass_on(self) -> None:
             """S3's REST calls (code artifacts) are not CloudFormation's: passed on to moto as they are."""
+            if (
+                self.headers.get("Expect", "").lower() == "100-continue"
+                and self.protocol_version < "HTTP/1.1"
+            ):
+                # as S3 does (http.server does it only when it speaks HTTP/1.1): else botocore waits a
+                # second for it before it sends each upload's body
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.wfile.flush()
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             pass_on(self, urllib.parse.urlsplit(layer.upstream), body)
 
