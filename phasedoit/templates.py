@@ -6,11 +6,14 @@ import json
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phasedoit import yamlfile
 from phasedoit.errors import PhasedoitError
 from phasedoit.intrinsics import Scope, Unknown, UnresolvedError
+
+if TYPE_CHECKING:
+    from phasedoit.templatecache import TemplateCache
 
 TEMPLATE_NAMES = ("template.yml", "template.yaml", "template.json")
 # CloudFormation takes at most this many bytes as TemplateBody; larger ones must come from S3,
@@ -21,7 +24,10 @@ SSM_PARAMETER_TYPE = "AWS::SSM::Parameter::Value<"
 MAX_URL_BYTES = 1_048_576
 
 
-def load_template(path: Path, shown: str) -> dict[str, Any]:
+def load_template(path: Path, shown: str, cache: TemplateCache | None = None) -> dict[str, Any]:
+    """The template at `path`; `cache`: parsed templates kept between runs (a file as it was is not read)."""
+    if cache is not None:
+        return cache.load(path, lambda: load_template(path, shown))
     template = yamlfile.load(path, shown, cloudformation=True)
     if not isinstance(template, dict) or not isinstance(template.get("Resources"), dict):
         raise PhasedoitError(f"{shown}: not a CloudFormation template (no Resources mapping)")
