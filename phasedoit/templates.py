@@ -226,14 +226,13 @@ class _Reader:
             holds = _holds(item.guard, self.scope)
             if holds is False:
                 continue  # under a false condition: not part of the stack
-            expression = json.dumps(item.expression, default=str)
             try:
                 name = self.scope.resolve(item.expression)
             except UnresolvedError as e:
                 if e.missing not in self.absent:
                     self.warnings.append(
-                        f"{self.shown}: {item.where}: cannot resolve {what} {expression} statically ({e});"
-                        " phasedoit cannot order it"
+                        f"{self.shown}: {item.where}: cannot resolve {what} {_json(item.expression)}"
+                        f" statically ({e}); phasedoit cannot order it"
                     )
                 continue
             if holds is True:
@@ -241,8 +240,12 @@ class _Reader:
             elif name not in conditional:
                 when = " and ".join(f"condition {c} is {str(value).lower()}" for c, value, _ in holds)
                 where = f"{self.shown}: {item.where}"
-                conditional[name] = Conditional(name, where, expression, when, holds[0][2])
+                conditional[name] = Conditional(name, where, _json(item.expression), when, holds[0][2])
         return names, tuple(conditional[name] for name in sorted(conditional) if name not in names)
+
+
+def _json(expression: Any) -> str:
+    return json.dumps(expression, default=str)
 
 
 def _holds(guard: Guard, scope: Scope) -> bool | tuple[tuple[str, bool, str], ...]:
