@@ -73,10 +73,12 @@ class TemplateCache:
             return found
         if key in self.known:
             self.stale.add(key)
+            self.used.pop(key, None)  # found earlier in this process, changed since
         template = parse()
         # any change to a file sets its ctime to the time of the change: one made while it was read (or
-        # after) has a ctime in the same tick as that one only if that one was just now
-        if time.time() - status.st_ctime > self.racy_seconds:
+        # after) has a ctime in the same tick as that one only if that one was just now (the mtime too:
+        # Windows's st_ctime is when the file was created)
+        if time.time() - max(status.st_mtime, status.st_ctime) > self.racy_seconds:
             text = _exact_json(template)
             if text is not None:
                 self.known[key] = self.used[key] = [*stamp, text]
