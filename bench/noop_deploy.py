@@ -310,7 +310,7 @@ PARTS = [
     ("load dodo.py: phasedoit.loader.doit_namespace", "phasedoit/loader.py", "doit_namespace"),
     ("  import phasedoit.loader (pydantic, yaml)", "phasedoit/loader.py", "<module>"),
     ("  load_config (phases.yml, pydantic)", "phasedoit/config.py", "load_config"),
-    ("  plan_stage (templates, graph)", "phasedoit/loader.py", "plan_stage"),
+    ("  plan_stage (templates, graph)", "phasedoit/planning.py", "plan_stage"),
     ("    load_template (N calls: cached, else parsed)", "phasedoit/templates.py", "load_template"),
     ("      TemplateCache.load (N calls)", "phasedoit/templatecache.py", "load"),
     ("      yamlfile.load (the templates parsed, and phases.yml)", "phasedoit/yamlfile.py", "load"),
