@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -23,6 +24,11 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
     from doit import get_var
 
     root = Path(dodo_file).resolve().parent
+    # The plan is made of many objects that live as long as the run: the collector's passes over them cost
+    # a no-op of 1,000 services a tenth of a second. None while planning; then what is alive is left out
+    # of every later pass (frozen: still freed when no longer used, only a cycle among it waits for exit).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         variables.check(variables.given(), variables.KNOWN)
         _check_workers(sys.argv[1:])
@@ -39,6 +45,10 @@ def doit_namespace(dodo_file: str) -> dict[str, Any]:
         progress_mode(os.environ, None)  # a wrong PHASEDOIT_PROGRESS is a user error, said before any run
     except PhasedoitError as e:
         sys.exit(str(e))
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()
     (root / STATE_DIR).mkdir(exist_ok=True)
     if plan.target.local:
         from phasedoit import local

@@ -185,10 +185,11 @@ class _Packer:
 
     def template(self, template: dict[str, Any], path: Path, shown: str) -> dict[str, Any]:
         """A copy of `template` with every local path replaced by the location of its artifact."""
-        self.opened.append(path.resolve())
+        resolved = path.resolve()
+        self.opened.append(resolved)
         packed = copy.deepcopy(template)
         self.transforms += _transforms(packed)
-        here = path.resolve().parent  # as the service's folder is: paths are compared with it
+        here = resolved.parent  # as the service's folder is: paths are compared with it
         self._includes(packed, here, shown, "")
         sam_code = _get(packed.get("Globals"), GLOBAL_CODE.path)
         if sam_code is not None:
@@ -310,20 +311,48 @@ def package_template(
 ) -> Package:
     """Package a service's template (read from `path`, shown as `shown`); `exclude`: the service's patterns
     (phasedoit's defaults apply too); `capabilities`: the service's own."""
-    hashes = hashcache.for_state(root.resolve() / STATE_DIR)
-    packer = _Packer(folder.resolve(), root.resolve(), DEFAULT_EXCLUDE + tuple(exclude), store, hashes)
-    body = templates.render(packer.template(template, path, shown))
+    body = templates.render(template)
+    found: dict[str, Artifact] = {}
+    transforms: list[str] = []
+    if not _as_it_is(template, body):
+        root = root.resolve()
+        packer = _Packer(folder.resolve(), root, DEFAULT_EXCLUDE + tuple(exclude), store,
+                         hashcache.for_state(root / STATE_DIR))  # fmt: skip
+        body = templates.render(packer.template(template, path, shown))
+        found, transforms = packer.found, packer.transforms
     notes: list[str] = []
-    if packer.transforms and AUTO_EXPAND not in capabilities:
+    if transforms and AUTO_EXPAND not in capabilities:
         capabilities = (*capabilities, AUTO_EXPAND)
-        notes.append(f"adds {AUTO_EXPAND} (Transform {', '.join(dict.fromkeys(packer.transforms))})")
+        notes.append(f"adds {AUTO_EXPAND} (Transform {', '.join(dict.fromkeys(transforms))})")
     big = None
     size = _check_size(body, shown)
     if size > templates.MAX_BODY_BYTES:
         digest = hashlib.sha256(body.encode()).hexdigest()
         big = Artifact("template", f"{digest}.template", Path(shown).name, len(body.encode()), body=body)
         notes.append(f"template of {size:,} bytes goes through the artifacts bucket")
-    return Package(body, tuple(packer.found.values()), big, capabilities, tuple(notes), store)
+    return Package(body, tuple(found.values()), big, capabilities, tuple(notes), store)
+
+
+PACKAGED_TYPES = frozenset(prop.type for prop in PROPERTIES)
+
+
+def _as_it_is(template: dict[str, Any], body: str) -> bool:
+    """Whether packaging leaves the template as it is: no property that may hold a local path, no
+    transform (nor AWS::Include). Most templates: they are then neither copied nor walked again.
+
+    `body`, the template as JSON, shows every `Transform` and `Fn::Transform` key as it is written (in a
+    string value, its quotes would be escaped): a template without either has no transform anywhere.
+    """
+    if '"Transform"' in body or '"Fn::Transform"' in body:
+        return False
+    if _get(template.get("Globals"), GLOBAL_CODE.path) is not None:
+        return False
+    metadata = template.get("Metadata")
+    if isinstance(metadata, dict) and any(isinstance(metadata.get(prop.type), dict) for prop in METADATA):
+        return False
+    return not any(
+        resource.get("Type") in PACKAGED_TYPES for _, resource in _resources(template.get("Resources"))
+    )
 
 
 def _check_size(body: str, shown: str) -> int:

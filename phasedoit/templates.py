@@ -6,11 +6,14 @@ import json
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phasedoit import yamlfile
 from phasedoit.errors import PhasedoitError
 from phasedoit.intrinsics import Scope, Unknown, UnresolvedError
+
+if TYPE_CHECKING:
+    from phasedoit.templatecache import TemplateCache
 
 TEMPLATE_NAMES = ("template.yml", "template.yaml", "template.json")
 # CloudFormation takes at most this many bytes as TemplateBody; larger ones must come from S3,
@@ -21,7 +24,10 @@ SSM_PARAMETER_TYPE = "AWS::SSM::Parameter::Value<"
 MAX_URL_BYTES = 1_048_576
 
 
-def load_template(path: Path, shown: str) -> dict[str, Any]:
+def load_template(path: Path, shown: str, cache: TemplateCache | None = None) -> dict[str, Any]:
+    """The template at `path`; `cache`: parsed templates kept between runs (a file as it was is not read)."""
+    if cache is not None:
+        return cache.load(path, lambda: load_template(path, shown))
     template = yamlfile.load(path, shown, cloudformation=True)
     if not isinstance(template, dict) or not isinstance(template.get("Resources"), dict):
         raise PhasedoitError(f"{shown}: not a CloudFormation template (no Resources mapping)")
@@ -220,14 +226,13 @@ class _Reader:
             holds = _holds(item.guard, self.scope)
             if holds is False:
                 continue  # under a false condition: not part of the stack
-            expression = json.dumps(item.expression, default=str)
             try:
                 name = self.scope.resolve(item.expression)
             except UnresolvedError as e:
                 if e.missing not in self.absent:
                     self.warnings.append(
-                        f"{self.shown}: {item.where}: cannot resolve {what} {expression} statically ({e});"
-                        " phasedoit cannot order it"
+                        f"{self.shown}: {item.where}: cannot resolve {what} {_json(item.expression)}"
+                        f" statically ({e}); phasedoit cannot order it"
                     )
                 continue
             if holds is True:
@@ -235,8 +240,12 @@ class _Reader:
             elif name not in conditional:
                 when = " and ".join(f"condition {c} is {str(value).lower()}" for c, value, _ in holds)
                 where = f"{self.shown}: {item.where}"
-                conditional[name] = Conditional(name, where, expression, when, holds[0][2])
+                conditional[name] = Conditional(name, where, _json(item.expression), when, holds[0][2])
         return names, tuple(conditional[name] for name in sorted(conditional) if name not in names)
+
+
+def _json(expression: Any) -> str:
+    return json.dumps(expression, default=str)
 
 
 def _holds(guard: Guard, scope: Scope) -> bool | tuple[tuple[str, bool, str], ...]:

@@ -126,16 +126,20 @@ class CloudFormationLoader(_PlainLoader):
     """Also reads the CloudFormation short forms (`!Ref`, `!Sub`, `!GetAtt a.b`, ...) as their long forms."""
 
 
-# libyaml's parser reads templates ~10x faster; the tag constructors and resolvers are Python and work with
-# it unchanged. libyaml stops at 1,000 nested levels itself, so composing cannot overflow its C stack. Its
-# error texts differ, so errors are re-read with the pure-Python loader.
+# libyaml's parser reads templates (and phases.yml) ~10x faster; the tag constructors and resolvers are
+# Python and work with it unchanged. libyaml stops at 1,000 nested levels itself, so composing cannot
+# overflow its C stack. Its error texts differ, so errors are re-read with the pure-Python loader.
 _FastCloudFormationLoader: type[yaml.CSafeLoader] | None = None
+_FastPlainLoader: type[yaml.CSafeLoader] | None = None
 if yaml.__with_libyaml__:
 
     class _CCloudFormationLoader(yaml.CSafeLoader):
         pass
 
-    _FastCloudFormationLoader = _CCloudFormationLoader
+    class _CPlainLoader(yaml.CSafeLoader):
+        pass
+
+    _FastCloudFormationLoader, _FastPlainLoader = _CCloudFormationLoader, _CPlainLoader
 
 
 def _configure(loader: type[yaml.SafeLoader | yaml.CSafeLoader], cloudformation: bool) -> None:
@@ -153,8 +157,9 @@ def _configure(loader: type[yaml.SafeLoader | yaml.CSafeLoader], cloudformation:
 
 _configure(_PlainLoader, cloudformation=False)
 _configure(CloudFormationLoader, cloudformation=True)
-if _FastCloudFormationLoader is not None:
+if _FastCloudFormationLoader is not None and _FastPlainLoader is not None:
     _configure(_FastCloudFormationLoader, cloudformation=True)
+    _configure(_FastPlainLoader, cloudformation=False)
 
 
 def read_text(path: Path, shown: str) -> str:
@@ -227,9 +232,10 @@ def load(
     text = read_text(path, shown)
     if path.suffix == ".json":
         return jsonfile.parse(text, shown, MAX_DEPTH)
-    if cloudformation and _FastCloudFormationLoader is not None:
+    fast = _FastCloudFormationLoader if cloudformation else _FastPlainLoader
+    if fast is not None:
         try:
-            return _load_yaml(text, _FastCloudFormationLoader, text_at)
+            return _load_yaml(text, fast, text_at)
         except yaml.YAMLError:
             pass  # the pure-Python loader below gives the error its usual text
     try:
@@ -345,8 +351,8 @@ def _keep_text(root: Node, text_at: Callable[[DocumentPath], bool]) -> None:
 
 
 def _as_text(node: Node) -> None:
-    # a plain scalar's value is its text as written: `1.10`, not 1.1
-    if isinstance(node, ScalarNode) and node.tag in _TYPED and node.style is None:
+    # a plain scalar's value is its text as written: `1.10`, not 1.1 (its style: None, or '' from libyaml)
+    if isinstance(node, ScalarNode) and node.tag in _TYPED and not node.style:
         node.tag = _STR
 
 

@@ -406,6 +406,27 @@ def test_nothing_to_package_needs_no_bucket(api: Path) -> None:
     assert packaging.needs_bucket(package(api, function()))
 
 
+def test_what_packaging_finds_deep_in_a_template_with_nothing_else_to_package(api: Path) -> None:
+    """A template with no packaged property is sent as written unless a transform shows anywhere in it."""
+    (api / "snippet.yml").write_text("Description: included\n")
+    include = {"Fn::Transform": {"Name": "AWS::Include", "Parameters": {"Location": "snippet.yml"}}}
+    macro = {"Fn::Transform": {"Name": "Upper", "Parameters": {"Text": "x"}}}
+    queue: dict[str, Any] = {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {"Tags": [{"Key": "k", "Value": include}]},
+    }
+    found = package(api, {"Resources": {"Q": queue}}, Store("b", "us-east-1"))
+    tag = json.loads(found.body)["Resources"]["Q"]["Properties"]["Tags"][0]["Value"]
+    assert tag["Fn::Transform"]["Parameters"]["Location"] == f"s3://b/{_key_of(api, 'snippet.yml')}"
+    assert found.capabilities == ("CAPABILITY_AUTO_EXPAND",)
+    deep = package(api, {"Resources": {"Q": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": macro}}}})
+    assert (deep.artifacts, deep.capabilities) == ((), ("CAPABILITY_AUTO_EXPAND",))
+    # the words in values, not keys: nothing to do
+    words = {"Description": "Transform", "Resources": {"Q": {"Type": "AWS::SQS::Queue", "Properties": {
+        "QueueName": 'a "Fn::Transform" and "Transform"'}}}}  # fmt: skip
+    assert package(api, words) == Package(json.dumps(words, separators=(",", ":")))
+
+
 # ---- user errors -------------------------------------------------------------------------------------------
 
 

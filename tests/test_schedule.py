@@ -3,6 +3,7 @@ stacks without listing a whole region. Order is asserted from the fault layer's 
 
 from __future__ import annotations
 
+import gc
 import shutil
 import signal
 import subprocess
@@ -243,11 +244,12 @@ def eight(tmp_path: Path, aws_env: dict[str, str]) -> Path:
 
 @pytest.fixture
 def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """doit run in this process, as `doit` runs it: its loader sets SIGTERM and SIGINT handlers and imports
-    `dodo`."""
+    """doit run in this process, as `doit` runs it: its loader sets SIGTERM and SIGINT handlers, imports
+    `dodo` and leaves what was alive after planning out of the collector's passes (frozen)."""
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     monkeypatch.delitem(sys.modules, "dodo", raising=False)
     yield
+    gc.unfreeze()
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
     sys.modules.pop("dodo", None)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from phasedoit import intrinsics, packaging, templates
+from phasedoit import intrinsics, packaging, templatecache, templates
 from phasedoit.config import CONFIG_NAME
 from phasedoit.deployers import FORMAT, Context, Rendered, Say, no_guard, pseudo_parameters
 from phasedoit.errors import PhasedoitError
@@ -49,7 +49,8 @@ class Request(StackSpec):
 def render(context: Context, service: Service) -> Rendered:
     app, stage, where = context.app, context.stage, context.target
     shown = app.shown(service.template)
-    template = templates.load_template(service.template, shown)
+    cache = templatecache.for_state(app.root / packaging.STATE_DIR)
+    template = templates.load_template(service.template, shown, cache)
     declared = templates.parameter_names(template)
     for name in service.settings.parameters:
         if name not in declared:
