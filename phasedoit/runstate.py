@@ -193,8 +193,8 @@ def line(event: Event) -> tuple[str, str] | None:
         text = event["reason"] if event["reason"] == UP_TO_DATE else f"skipped ({event['reason']})"
     elif kind == "failed":
         text = f"failed: {event['message'].splitlines()[0]}" if event["message"] else "failed"
-    elif kind in ("message", "packaging", "packaged"):
-        text = event["text"]
+    elif kind in ("message", "packaging"):
+        text = event["text"]  # a step's end (`packaged`) only moves the board on: its steps were said
     elif kind == "resource":
         text = stack_event(event).text
     elif kind == "finished":

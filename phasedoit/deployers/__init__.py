@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from phasedoit.stack import Target
+from phasedoit.stack import OnProgress, Packaging, Target
 from phasedoit.templates import Dependencies
 
 if TYPE_CHECKING:
@@ -104,6 +104,26 @@ class Deployer(Protocol):
     def remove(
         self, plan: ServicePlan, target: Target, say: Say, alone: bool, on_progress: OnProgress | None = None
     ) -> bool: ...
+
+
+class Packager:
+    """A deploy's packaging steps, said as packaging progress (the board shows the service packaging), then
+    done once the stack's request is ready: `say` (plain lines, nothing else) without `on_progress`."""
+
+    def __init__(self, say: Say, on_progress: OnProgress | None) -> None:
+        self.said, self.on_progress, self.steps = say, on_progress, 0
+
+    def say(self, text: str) -> None:
+        self.steps += 1
+        if self.on_progress is None:
+            self.said(text)
+        else:
+            self.on_progress(Packaging(text))
+
+    def done(self, text: str) -> None:
+        """`text` says what was packaged; nothing when no step was said (a template that packages nothing)."""
+        if self.steps and self.on_progress is not None:
+            self.on_progress(Packaging(text, done=True))
 
 
 def get(name: str) -> Deployer:

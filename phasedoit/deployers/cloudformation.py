@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from phasedoit import intrinsics, packaging, templatecache, templates
 from phasedoit.config import CONFIG_NAME
-from phasedoit.deployers import FORMAT, Context, Rendered, Say, no_guard, pseudo_parameters
+from phasedoit.deployers import FORMAT, Context, Packager, Rendered, Say, no_guard, pseudo_parameters
 from phasedoit.errors import PhasedoitError
 from phasedoit.parameters import fingerprinted, resolve_parameter
 from phasedoit.stack import (
@@ -154,7 +154,11 @@ def deploy(
 
     request: Request = plan.request
     cfn = cloudformation.client(target)  # first: it checks the account of a stage bound to one
-    template = artifacts.prepare(target, request.package, say, f"stages.{target.stage}.artifacts_bucket")
+    packager = Packager(say, on_progress)
+    template = artifacts.prepare(
+        target, request.package, packager.say, f"stages.{target.stage}.artifacts_bucket"
+    )
+    packager.done(f"packaged: {_count(packager.steps, 'artifact')} uploaded")
     tagged = replace(
         request,
         body=template.get("TemplateBody", ""),
@@ -174,3 +178,7 @@ def remove(
     return cloudformation.remove_stack(
         cfn, plan.stack, owner, say, adopt=plan.adopt, alone=alone, on_event=on_progress
     )
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'s' * (number != 1)}"

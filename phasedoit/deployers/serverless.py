@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from phasedoit.deployers import Say, no_guard, pseudo_parameters, serverless_framework
+from phasedoit.deployers import Packager, Say, no_guard, pseudo_parameters, serverless_framework
 from phasedoit.deployers.serverless_framework import ServerlessRun, executable
 from phasedoit.errors import PhasedoitError
 from phasedoit.stack import (
@@ -46,8 +46,9 @@ def deploy(
     run: ServerlessRun = plan.request
     cfn = cloudformation.client(target)  # first: it checks the account of a stage bound to one
     program = executable(run, "deploy")
+    packager = Packager(say, on_progress)
     with tempfile.TemporaryDirectory(prefix="phasedoit-package-") as temporary:
-        say(f"packaging with {program.name}")
+        packager.say(f"packaging with {program.name}")
         packaged = serverless_package.package(
             [str(program)],
             Path(run.folder),
@@ -60,7 +61,8 @@ def deploy(
         check_packaged(run, packaged, pseudo_parameters(None, target.region, target.account))
         store = packaging.Store(run.bucket, target.region)
         package = serverless_package.as_package(packaged, run.config, store)
-        template = artifacts.prepare(target, package, say, f"stages.{run.stage}.artifacts_bucket")
+        template = artifacts.prepare(target, package, packager.say, f"stages.{run.stage}.artifacts_bucket")
+    packager.done(f"packaged with {program.name}")
     spec = StackSpec(
         run.stack_name,
         template.get("TemplateBody", ""),
