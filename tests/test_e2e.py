@@ -14,6 +14,7 @@ import pytest
 from phasedoit import local
 from tests.conftest import REPO, UP_TO_DATE, Moto, copy_app, doit, sample_app
 from tests.faults import Layer
+from tests.sample import HIDDEN_IMPORT
 
 
 @pytest.fixture
@@ -154,19 +155,6 @@ def test_phases_that_contradict_the_imports_stop_before_aws(shop: Path, moto: Mo
         " (phase 1 'api'): move confirmation-job to a phase after 1\n",
     )
     assert stacks(moto) == {}
-
-
-HIDDEN_IMPORT = """Parameters:
-  Stage: {Type: String}
-Resources:
-  TopicParameter:
-    Type: AWS::SSM::Parameter
-    Properties:
-      Name: !Sub /${Stage}/confirmation-job/purchased-topic-arn
-      Type: String
-      Value: !ImportValue
-        Fn::Select: [0, [!Sub '${Stage}-CartTableArn']]
-"""
 
 
 def test_a_failure_stops_later_phases(shop: Path, moto: Moto) -> None:

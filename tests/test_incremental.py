@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -171,20 +173,27 @@ def test_stages_have_their_own_state(shop: Path, layer: Layer) -> None:
     assert layer.written() == []
 
 
+@contextmanager
+def first_run_under_way(
+    tmp_path: Path, moto: Moto, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> Iterator[tuple[Path, Layer, subprocess.Popen[str]]]:
+    """`doit -n 4 deploy` of the sample app started, through a network that holds each write `seconds`."""
+    shop = copy_app(sample_app(tmp_path / "source"), tmp_path / "shop")
+    with running_layer(moto.url) as slow:
+        slow.latency(seconds)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
+        argv = [sys.executable, "-m", "doit", "-n", "4", "deploy"]
+        with subprocess.Popen(
+            argv, cwd=shop, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as run:
+            yield shop, slow, run
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+
+
 def test_sigterm_keeps_what_finished(
     tmp_path: Path, moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = sample_app(tmp_path / "source")
-    shop = copy_app(source, tmp_path / "shop")
-    with running_layer(moto.url) as slow:
-        slow.latency(2.0)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
-        run = subprocess.Popen(
-            [sys.executable, "-m", "doit", "-n", "4", "deploy"],
-            cwd=shop,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+    with first_run_under_way(tmp_path, moto, monkeypatch, 2.0) as (shop, slow, run):
         deadline = time.monotonic() + 30
         while len(slow.calls) < 1 or not any(c.stack == "checkout-api-dev" for c in slow.writes()):
             assert time.monotonic() < deadline
@@ -209,19 +218,8 @@ def test_a_file_that_is_not_sent_is_not_a_change(shop: Path, layer: Layer) -> No
 def test_an_edit_made_during_a_run_is_deployed_by_the_next(
     tmp_path: Path, moto: Moto, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = sample_app(tmp_path / "source")
-    shop = copy_app(source, tmp_path / "shop")
-    template = shop / "services" / "reset-cart-job" / "template.yml"
-    with running_layer(moto.url) as slow:
-        slow.latency(1.0)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
-        run = subprocess.Popen(
-            [sys.executable, "-m", "doit", "-n", "4", "deploy"],
-            cwd=shop,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    with first_run_under_way(tmp_path, moto, monkeypatch, 1.0) as (shop, _, run):
+        template = shop / "services" / "reset-cart-job" / "template.yml"
         assert run.stderr is not None
         for line in run.stderr:  # phase 1 is under way: the jobs' templates were read when doit started
             if line.startswith("checkout-api: creating"):
@@ -229,7 +227,6 @@ def test_an_edit_made_during_a_run_is_deployed_by_the_next(
         template.write_text(template.read_text().replace("Description:", "Description: during the run,"))
         out, err = run.communicate(timeout=60)
         assert run.returncode == 0, out + err
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
     sent = moto.client().get_template(StackName="reset-cart-job-dev")["TemplateBody"]
     assert "during the run" not in json.dumps(sent)
     assert (
