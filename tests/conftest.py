@@ -15,7 +15,7 @@ import boto3
 import pytest
 from mypy_boto3_cloudformation import CloudFormationClient
 
-from tests.faults import Layer, running_layer
+from tests.faults import Layer, cloudformation_client, running_layer
 
 REPO = Path(__file__).resolve().parent.parent
 # what a run prints when the sample app is up to date (the order within a phase varies)
@@ -37,13 +37,7 @@ class Moto:
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")).close()
 
     def client(self) -> CloudFormationClient:
-        return boto3.client(
-            "cloudformation",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return cloudformation_client(self.url)
 
     def account(self) -> str:
         """moto's own account id: read, never written down."""

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
+import botocore.config
 from mypy_boto3_cloudformation import CloudFormationClient
 
 from tests.faults_cfn import WRITES, CloudFormation, Duration, Failure, Request
@@ -106,13 +107,7 @@ class Layer:
 
     def client(self) -> CloudFormationClient:
         """A boto3 client of the layer, as a user's AWS CLI would reach it."""
-        return boto3.client(
-            "cloudformation",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return cloudformation_client(self.url)
 
     def writes(self) -> list[Call]:
         return [c for c in self.calls if c.action in SLOW_ACTIONS]
@@ -305,6 +300,18 @@ def _outcome(answer: Answer) -> str:
 def _abandoned(connection: socket.socket) -> bool:
     readable, _, _ = select.select([connection], [], [], 0)
     return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+
+
+def cloudformation_client(url: str, config: botocore.config.Config | None = None) -> CloudFormationClient:
+    """A boto3 CloudFormation client of a moto server or a layer, with the tests' fake credentials."""
+    return boto3.client(
+        "cloudformation",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=config,
+    )
 
 
 @contextmanager

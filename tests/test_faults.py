@@ -7,14 +7,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import boto3
 import botocore.config
 import botocore.exceptions
 import pytest
 from mypy_boto3_cloudformation import CloudFormationClient
 
 from tests.conftest import Moto
-from tests.faults import Layer
+from tests.faults import Layer, cloudformation_client
 
 EXPORTER: dict[str, Any] = {
     "Parameters": {"Stage": {"Type": "String"}},
@@ -40,14 +39,7 @@ STAGE: Any = [{"ParameterKey": "Stage", "ParameterValue": "dev"}]
 def client(layer: Layer, **config: Any) -> CloudFormationClient:
     """boto3 as phasedoit builds it, without retries: each fault is seen as it is."""
     retries: Any = {"mode": "standard", "total_max_attempts": 1}
-    return boto3.client(
-        "cloudformation",
-        endpoint_url=layer.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=botocore.config.Config(retries=retries, **config),
-    )
+    return cloudformation_client(layer.url, botocore.config.Config(retries=retries, **config))
 
 
 def create(cfn: CloudFormationClient, name: str, template: Mapping[str, Any], **more: Any) -> str:
