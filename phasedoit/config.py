@@ -390,7 +390,7 @@ def _resolve(root: Path, parsed: ConfigFile, raw: dict[str, Any]) -> tuple[App, 
     phases = tuple(
         Phase(p + 1, phase.name, tuple(phase.services)) for p, phase in enumerate(parsed.phases or ())
     )
-    problems += _unknown_after(parsed, named)
+    problems += _unknown_after(root, parsed, named)
     app = App(
         root,
         parsed.app,
@@ -524,11 +524,16 @@ def _checked(root: Path, service: Service, shown: str) -> Service | str:
     return service
 
 
-def _unknown_after(parsed: ConfigFile, named: set[str]) -> list[str]:
+def _unknown_after(root: Path, parsed: ConfigFile, named: set[str]) -> list[str]:
+    def problem(other: str) -> str:
+        if other in named:
+            return "a service cannot deploy after itself"
+        if parsed.phases and (root / "services" / other).is_dir():
+            return f"{other!r} is in no phase (add it to one, or leave it out of after:)"
+        return f"unknown service {other!r}"
+
     return [
-        f"services.{name}.after[{i}]: unknown service {other!r}"
-        if other not in named
-        else f"services.{name}.after[{i}]: a service cannot deploy after itself"
+        f"services.{name}.after[{i}]: {problem(other)}"
         for name, settings in parsed.services.items()
         for i, other in enumerate(settings.after)
         if other not in named or other == name

@@ -76,6 +76,11 @@ def error_of(shop: Path, text: str) -> str:
             "phases.yml: services.reset-cart-job.after[1]: unknown service 'nope-api'",
         ),
         (
+            "services:\n  reset-cart-job: {after: [checkout-api, spare-api]}\n",
+            "phases.yml: services.reset-cart-job.after[1]: 'spare-api' is in no phase"
+            " (add it to one, or leave it out of after:)",
+        ),
+        (
             "services:\n  reset-cart-job: {after: [reset-cart-job]}\n",
             "phases.yml: services.reset-cart-job.after[0]: a service cannot deploy after itself",
         ),
@@ -97,6 +102,8 @@ def error_of(shop: Path, text: str) -> str:
     ],
 )
 def test_settings_of_the_schedule_are_checked(shop: Path, settings: str, message: str) -> None:
+    (shop / "services" / "spare-api").mkdir()  # a service's folder, in no phase yet
+    (shop / "services" / "spare-api" / "template.yml").write_text(SLOW_API.replace("slow-api", "spare-api"))
     assert error_of(shop, PHASES + settings) == message
 
 
