@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -69,7 +70,8 @@ def test_deploy_in_phases_jobs_together(shop: Path, moto: Moto, layer: Layer) ->
 
 def test_outputs_are_kept_without_account_ids(shop: Path, moto: Moto) -> None:
     assert doit(shop, "-n", "4", "deploy").returncode == 0
-    with sqlite3.connect(shop / ".phasedoit" / "doit-dev.db") as db:
+    # closing: a connection's own `with` commits but does not close it (Python 3.13 warns of that)
+    with contextlib.closing(sqlite3.connect(shop / ".phasedoit" / "doit-dev.db")) as db:
         rows = dict(db.execute("SELECT task_id, task_data FROM doit").fetchall())
     values = json.loads(rows["deploy:checkout-api"])["_values_:"]
     assert values["outputs"] == {

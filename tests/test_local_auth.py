@@ -142,7 +142,9 @@ def query_error(body: bytes) -> dict[str, str]:
     root = ET.fromstring(body)  # noqa: S314 - the local endpoint's own answer
     assert root.tag == f"{ns}ErrorResponse"
     assert re.fullmatch(r"[0-9a-f-]{36}", root.findtext(f"{ns}RequestId") or "")
-    return {child.tag.removeprefix(ns): child.text or "" for child in root.find(f"{ns}Error") or []}
+    error = root.find(f"{ns}Error")  # (an Element's truth is its children: Python 3.12+ warns of testing it)
+    assert error is not None
+    return {child.tag.removeprefix(ns): child.text or "" for child in error}
 
 
 def test_moto_api_and_unsigned_http_are_refused(endpoint: Endpoint) -> None:
