@@ -61,9 +61,11 @@ class Record:
 
 
 def record_path(state_dir: Path, stage: str, run: str, now: float) -> Path:
-    """`<state_dir>/runs/<stage>/20260314T101530Z-1a2b3c4d.jsonl`: sorted by name is sorted by time."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    return state_dir / RUNS / stage / f"{stamp}-{run[:8]}.jsonl"
+    """`<state_dir>/runs/<stage>/20260314T101530.042Z-1a2b3c4d.jsonl`: sorted by name is sorted by time
+    (to the millisecond: two runs within one second, a deploy then a remove, keep their order)."""
+    seconds, milliseconds = divmod(round(now * 1000), 1000)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds))
+    return state_dir / RUNS / stage / f"{stamp}.{milliseconds:03d}Z-{run[:8]}.jsonl"
 
 
 def start(record: Record, first: Event) -> None:

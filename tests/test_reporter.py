@@ -204,15 +204,20 @@ def test_a_long_event_is_cut_to_one_atomic_write(tmp_path: Path) -> None:
 
 def test_a_record_keeps_the_last_runs_and_is_found_by_its_id(tmp_path: Path) -> None:
     state = tmp_path / ".phasedoit"
-    for i in range(runrecord.KEEP + 3):
-        path = runrecord.record_path(state, "dev", f"{i:04d}{'f' * 28}", 1_700_000_000 + i)
+    for i in range(runrecord.KEEP + 3):  # ten a second: each run's file name still says which came first
+        path = runrecord.record_path(state, "dev", f"{i:04d}{'f' * 28}", 1_700_000_000 + i / 10)
         runrecord.start(Record(str(path), "shop", "dev", f"{i:04d}"), {"event": "run"})
     kept = runrecord.runs(state, "dev")
     assert len(kept) == runrecord.KEEP
-    assert kept[0].name == "20231114T221323Z-0003ffff.jsonl"
+    assert kept[0].name == "20231114T221320.300Z-0003ffff.jsonl"
+    assert [p.name[:19] for p in kept[6:9]] == [
+        "20231114T221320.900",
+        "20231114T221321.000",
+        "20231114T221321.100",
+    ]
     assert runrecord.find(state, "dev", None) == kept[-1]
     assert runrecord.find(state, "dev", "0004") == kept[1]
-    assert runrecord.find(state, "dev", "20231114T221324Z") == kept[1]
+    assert runrecord.find(state, "dev", "20231114T221320.4") == kept[1]
     with pytest.raises(PhasedoitError) as e:
         runrecord.find(state, "dev", "00")
     assert str(e.value) == "--run 00: 50 runs of stage dev have such an id: give more of it"
