@@ -16,6 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 FILE_NAME = "file-hashes.json"
 VERSION = 1
@@ -34,11 +35,10 @@ class HashCache:
                     self.known = data["files"]
 
     def sha256(self, path: Path, status: os.stat_result) -> str:
-        stamp: list[int | str] = [status.st_mtime_ns, status.st_ctime_ns, status.st_size, status.st_ino]
         key = str(path)
         entry = self.known.get(key)
-        if entry is None or entry[:4] != stamp:
-            entry = [*stamp, hashlib.sha256(path.read_bytes()).hexdigest()]
+        if entry is None or entry[:4] != stamp(status):
+            entry = [*stamp(status), hashlib.sha256(path.read_bytes()).hexdigest()]
             self.known[key] = entry
         if time.time() - status.st_mtime > RACY_SECONDS:
             self.used[key] = entry
@@ -52,11 +52,25 @@ class HashCache:
         with contextlib.suppress(OSError, ValueError):
             if json.loads(self.path.read_text()) == data:
                 return
-        with contextlib.suppress(OSError):  # a cache: never worth failing a run for
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            temporary.write_text(json.dumps(data, separators=(",", ":")))
-            temporary.replace(self.path)
+        save_cache_file(self.path, data)
+
+
+def stamp(status: os.stat_result) -> list[int]:
+    """What says a file is as it was when a cache read it: its mtime, ctime, size and inode."""
+    return [status.st_mtime_ns, status.st_ctime_ns, status.st_size, status.st_ino]
+
+
+def save_cache_file(path: Path, data: dict[str, Any]) -> None:
+    """Write a cache's file whole (a temporary file renamed over it), or leave it as it was: a cache is
+    never worth failing a run for."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(exist_ok=True)  # in the app's folder: never made again once the app is gone
+        temporary.write_text(json.dumps(data, separators=(",", ":")))
+        temporary.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 _caches: dict[Path, HashCache] = {}

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from phasedoit import jsonfile, templates, yamlfile
+from phasedoit import hashcache, jsonfile, templates, yamlfile
 
 FILE_NAME = "templates.json"
 RACY_SECONDS = 2.0
@@ -65,7 +65,7 @@ class TemplateCache:
             status = path.stat()
         except OSError:
             return parse()  # it says why, in one line
-        stamp: Stamp = [status.st_mtime_ns, status.st_ctime_ns, status.st_size, status.st_ino]
+        stamp = hashcache.stamp(status)
         key = str(path)
         found = _template(self.known.get(key), stamp)
         if found is not None:
@@ -93,12 +93,7 @@ class TemplateCache:
         files = self.used | {k: v for k, v in unused.items() if os.path.isfile(k)}
         if files == self.read_from_file:
             return
-        data = {"version": self.version, "files": dict(sorted(files.items()))}
-        with contextlib.suppress(OSError):  # a cache: never worth failing a run for
-            self.path.parent.mkdir(exist_ok=True)  # in the app's folder: never made again once it is gone
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            temporary.write_text(json.dumps(data, separators=(",", ":")))
-            temporary.replace(self.path)
+        hashcache.save_cache_file(self.path, {"version": self.version, "files": dict(sorted(files.items()))})
 
 
 def _template(entry: Any, stamp: Stamp) -> dict[str, Any] | None:

@@ -158,7 +158,7 @@ def deploy(
     template = artifacts.prepare(
         target, request.package, packager.say, f"stages.{target.stage}.artifacts_bucket"
     )
-    packager.done(f"packaged: {_count(packager.steps, 'artifact')} uploaded")
+    packager.done(f"packaged: {packager.steps} artifact{'s' * (packager.steps != 1)} uploaded")
     tagged = replace(
         request,
         body=template.get("TemplateBody", ""),
@@ -178,7 +178,3 @@ def remove(
     return cloudformation.remove_stack(
         cfn, plan.stack, owner, say, adopt=plan.adopt, alone=alone, on_event=on_progress
     )
-
-
-def _count(number: int, thing: str) -> str:
-    return f"{number} {thing}{'s' * (number != 1)}"
